@@ -1,0 +1,36 @@
+# ptcli: `make test` sets everything up and runs the tests; `make demo` runs the main job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch build to install first. torch==2.13.0 is the CPU build this project is tested with; a loose
+# `torch` may pull a multi-GB CUDA build. On a GPU machine: make install TORCH_SPEC='torch>=2.4'
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.ptcli-installed
+
+.PHONY: install test demo lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/ptcli pretrain
+	$(BIN)/ptcli pretrain --dry-run +objective=mlm
+
+lint: install
+	$(BIN)/ruff check ptcli tests scripts
+
+bench: install
+	$(BIN)/python scripts/bench_startup.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

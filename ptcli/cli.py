@@ -1,0 +1,134 @@
+"""The Typer app: one thin command per verb; Hydra overrides pass through; no torch import here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ptcli import __version__
+from ptcli.config import paths
+
+VERB_HELP = {
+    "pretrain": "Pretrain a language model (a tiny GPT on the embedded corpus by default).",
+    "finetune": "Fine-tune a pretrained model on labelled data (same loop as pretrain).",
+    "generate": "Generate text from a trained model; completions to stdout, logs to stderr.",
+    "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
+}
+EXAMPLES = {
+    "pretrain": ["ptcli pretrain", "ptcli pretrain +objective=mlm",
+                 "ptcli pretrain dataset=text dataset.files=[corpus.txt] train.max_steps=2000",
+                 "ptcli pretrain -m optim.lr=1e-3,3e-4"],
+    "finetune": ["ptcli finetune model.path=outputs/pretrain/latest dataset.files=[train.csv] "
+                 "dataset.label_column=label"],
+    "generate": ["ptcli generate model.path=outputs/pretrain/latest prompt='Once upon a time'"],
+    "evaluate": ["ptcli evaluate model.path=outputs/pretrain/latest"],
+}
+EPILOG = ("Overrides use Hydra's grammar: key=value, group=option, +key=value, ~key; -m sweeps a,b. "
+          "Exit codes: 0 ok, 1 run failed, 2 bad command line, config or input.")
+
+app = typer.Typer(help="ptcli: pretrain, fine-tune, generate with and evaluate transformer models.",
+                  epilog=EPILOG, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def early_config_dirs(argv: list[str]) -> list[str]:
+    """``--config-dir`` values from the raw argv, so that ``--help`` lists the user's options too."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg == "--config-dir" and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+    return dirs
+
+
+def verb_help(verb: str, config_dirs: list[str] = ()) -> str:
+    """The verb's help: what it does, its config groups with their options (read from the search path)."""
+    # "\b" keeps click from re-wrapping a paragraph.
+    lines = [VERB_HELP[verb], "", "\b", "Config groups (choose with group=option):"]
+    for group in paths.defaults_groups(verb):
+        lines.append(f"  {group}: {', '.join(paths.group_options(group, config_dirs)) or '(none yet)'}")
+    lines += ["", "\b", "Examples:", *(f"  {e}" for e in EXAMPLES[verb])]
+    return "\n".join(lines)
+
+
+def _set_debug(debug: bool) -> None:
+    if debug:
+        os.environ["PTCLI_DEBUG"] = "1"
+
+
+def make_verb(verb: str):
+    """A Typer command for ``verb`` that forwards every other argument to Hydra."""
+
+    def command(
+        ctx: typer.Context,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Compose, validate and estimate; run nothing."),
+        multirun: bool = typer.Option(False, "-m", "--multirun", help="Sweep: a=1,2 runs once per value."),
+        config_dir: Optional[List[Path]] = typer.Option(
+            None, "--config-dir", metavar="DIR", help="Extra folder of config groups (repeatable; also $PTCLI_CONFIG_PATH)."),
+        debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (also PTCLI_DEBUG=1)."),
+    ) -> None:
+        _set_debug(debug)
+        from ptcli.config.entry import run_verb
+
+        raise typer.Exit(run_verb(verb, ctx.args, dry_run=dry_run, multirun=multirun, config_dirs=config_dir or []))
+
+    command.__doc__ = verb_help(verb, early_config_dirs(sys.argv))
+    return command
+
+
+for _verb in paths.VERBS:
+    app.command(_verb, context_settings=PASS_THROUGH, help=verb_help(_verb, early_config_dirs(sys.argv)),
+                short_help=VERB_HELP[_verb])(make_verb(_verb))
+
+
+@app.command("config", context_settings=PASS_THROUGH, short_help="Print a verb's composed, resolved config as YAML.")
+def config_command(
+    ctx: typer.Context,
+    verb: str = typer.Argument(..., help="pretrain, finetune, generate or evaluate"),
+    config_dir: Optional[List[Path]] = typer.Option(None, "--config-dir", metavar="DIR", help="Extra folder of config groups."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+) -> None:
+    """Print the fully composed, resolved config of VERB with the given overrides, as YAML.
+
+    Example: ptcli config pretrain +objective=mlm optim.lr=3e-4
+    """
+    _set_debug(debug)
+    from ptcli.config.entry import config_yaml
+    from ptcli.errors import PtcliError, report
+
+    try:
+        if verb not in paths.VERBS:
+            raise PtcliError(f"unknown verb '{verb}'", fix=f"Choose one of: {', '.join(paths.VERBS)}")
+        print(config_yaml(verb, ctx.args, config_dir or []), end="")
+    except PtcliError as e:
+        raise typer.Exit(report(e)) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ptcli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """ptcli: pretrain, fine-tune, generate with and evaluate transformer models."""
+
+
+def main() -> None:
+    """Console-script entry point: anything unexpected is still one screen (the traceback under --debug)."""
+    from ptcli.errors import report
+
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - the last line of defence before a 40-line traceback
+        sys.exit(report(e))

@@ -1,0 +1,1 @@
+"""Config: composing Hydra config groups, schemas, validation and friendly errors (torch-free)."""

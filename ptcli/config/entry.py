@@ -1,0 +1,145 @@
+"""Run a verb: pre-flight (compose + validate, no torch), then hand the overrides to a ``hydra.main`` task."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from ptcli.config import paths
+from ptcli.config.compose import compose
+from ptcli.config.overrides import normalise, search_path_override
+from ptcli.config.validate import validate
+from ptcli.errors import PtcliError, report
+
+# Where each verb's work lives ("module:function"); None until it is built.
+RUNNERS: dict[str, str | None] = {
+    "pretrain": "ptcli.verbs.train:run",
+    "finetune": None,
+    "generate": None,
+    "evaluate": None,
+}
+NOT_BUILT = {"finetune": "fine-tuning (issue #4)", "generate": "generation (issue #5)", "evaluate": "evaluation (issue #5)"}
+
+
+def prepare_args(verb: str, args: list[str]) -> list[str]:
+    """ptcli's reading of the overrides: ``+group=option`` accepted for groups in the defaults list."""
+    return normalise(list(args), paths.defaults_groups(verb))
+
+
+def preflight(verb: str, args: list[str], config_dirs=()) -> dict:
+    """Compose the first point of the sweep and validate it: config errors surface before any work."""
+    return validate(verb, compose(verb, args, config_dirs))
+
+
+def config_yaml(verb: str, args: list[str], config_dirs=()) -> str:
+    """The fully composed, resolved config as YAML (``ptcli config <verb>``)."""
+    from omegaconf import OmegaConf
+
+    from ptcli.config.validate import to_plain
+
+    cfg = compose(verb, prepare_args(verb, args), config_dirs)
+    return OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg)))
+
+
+def run_verb(verb: str, args: list[str], *, dry_run=False, multirun=False, config_dirs=()) -> int:
+    """The whole verb: returns the exit code (errors are reported here, once)."""
+    try:
+        args = prepare_args(verb, args)
+        data = preflight(verb, args, config_dirs)
+        if dry_run:
+            print_plan(verb, data)
+            return 0
+        if RUNNERS.get(verb) is None:
+            raise PtcliError(f"`ptcli {verb}` is not built yet: {NOT_BUILT[verb]} is still to come",
+                             fix=f"Only `ptcli {verb} --dry-run` and `ptcli config {verb}` work for now")
+        return launch(verb, args, multirun=multirun, config_dirs=config_dirs)
+    except PtcliError as e:
+        return report(e)
+
+
+def print_plan(verb: str, data: dict) -> None:
+    """``--dry-run``: the resolved config and a size/memory estimate (as YAML comments), on stdout."""
+    from omegaconf import OmegaConf
+
+    from ptcli.config.estimate import plan
+
+    print(OmegaConf.to_yaml(OmegaConf.create(data)), end="")
+    print(f"# dry run of `ptcli {verb}`: config valid, nothing was run")
+    for line in plan(data):
+        print(f"# {line}")
+
+
+@contextlib.contextmanager
+def swapped_argv(argv: list[str]):
+    """``hydra.main`` reads sys.argv; hand it ours and restore the real one afterwards."""
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def launch(verb: str, args: list[str], *, multirun=False, config_dirs=()) -> int:
+    """Hand the overrides to ``hydra.main`` (sweeps, launchers and run dirs are Hydra's), return the exit code."""
+    import hydra
+
+    extra = search_path_override(paths.user_config_dirs(config_dirs))
+    argv = [f"ptcli-{verb}", *(["--multirun"] if multirun else []), *args, *extra, f"hydra.job.name={verb}"]
+    task = hydra.main(config_path=str(paths.packaged_config_dir()), config_name=verb, version_base="1.3")(run_task)
+    with swapped_argv(argv):
+        try:
+            task()
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else 1
+    return 0
+
+
+def run_task(cfg) -> None:
+    """The ``hydra.main`` task: one run (or one sweep point) in its own directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hydra_cfg = HydraConfig.get()
+    verb = hydra_cfg.job.name
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        data = validate(verb, cfg)
+        resolved = OmegaConf.create(data)
+        if is_rank0():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+            update_latest(Path(data["run"]["out_dir"]) / verb, run_dir)
+            print(f"ptcli {verb}: run directory {run_dir}", file=sys.stderr)
+        module, _, func = RUNNERS[verb].partition(":")
+        getattr(importlib.import_module(module), func)(resolved, run_dir)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print(f"ptcli: interrupted; run directory {run_dir}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except BaseException as e:  # one screen for the user, the traceback only with --debug
+        code = report(e)
+        if code != 2:
+            print(f"ptcli: run directory {run_dir}", file=sys.stderr)
+        raise SystemExit(code) from None
+
+
+def is_rank0() -> bool:
+    """True in the process that writes files (rank 0, or the only process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def update_latest(verb_dir: Path, run_dir: Path) -> None:
+    """Point ``<out_dir>/<verb>/latest`` at ``run_dir`` atomically, so Makefiles can chain verbs."""
+    verb_dir.mkdir(parents=True, exist_ok=True)
+    link = verb_dir / "latest"
+    tmp = verb_dir / f".latest.{os.getpid()}"
+    target = os.path.relpath(run_dir.resolve(), verb_dir.resolve())
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)

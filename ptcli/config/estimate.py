@@ -1,0 +1,76 @@
+"""Back-of-the-envelope parameter count and memory for a config, without building the model (no torch)."""
+
+from __future__ import annotations
+
+from ptcli.config.paths import read_model_config
+
+# Hugging Face config.json spellings of the sizes, by our names.
+_HF_KEYS = {
+    "layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "heads": ("num_attention_heads", "n_head", "num_heads"),
+    "kv_heads": ("num_key_value_heads",),
+    "hidden": ("hidden_size", "n_embd", "d_model"),
+    "intermediate": ("intermediate_size", "n_inner", "d_ff"),
+    "max_positions": ("max_position_embeddings", "n_positions"),
+    "vocab_size": ("vocab_size",),
+}
+
+
+def model_sizes(model: dict) -> dict | None:
+    """The model's sizes by our names, from the config or from a local model folder's config.json."""
+    if not model.get("path"):
+        return dict(model)
+    loaded = read_model_config(model["path"])
+    if loaded is None:
+        return None
+    sizes = {"arch": loaded.get("model_type"), "tie_embeddings": loaded.get("tie_word_embeddings", True)}
+    for ours, theirs in _HF_KEYS.items():
+        sizes[ours] = next((loaded[k] for k in theirs if loaded.get(k) is not None), None)
+    return sizes
+
+
+def count_parameters(s: dict) -> int:
+    """Approximate trainable parameters (exact to within norms and biases for gpt2, llama and bert)."""
+    h, n, v = s["hidden"], s["layers"], s["vocab_size"]
+    inter = s.get("intermediate") or 4 * h
+    heads = s.get("heads") or 1
+    kv = s.get("kv_heads") or heads
+    llama_like = s.get("arch") in ("llama", "mistral", "qwen2", "qwen3", "gemma")
+    attention = 2 * h * h + 2 * h * (h * kv // heads)
+    mlp = (3 if llama_like else 2) * h * inter
+    embeddings = v * h + (0 if llama_like else (s.get("max_positions") or 0) * h)
+    head = 0 if s.get("tie_embeddings", True) else v * h
+    return n * (attention + mlp + 4 * h) + embeddings + head
+
+
+def plan(cfg: dict) -> list[str]:
+    """Lines describing model size, batch shape and memory, for ``--dry-run``."""
+    sizes = model_sizes(cfg["model"])
+    if sizes is None or sizes.get("hidden") is None or sizes.get("vocab_size") is None:
+        return [f"model: {cfg['model'].get('path')} (loaded at run time; size unknown before loading)"]
+    params = count_parameters(sizes)
+    lines = [f"model: {sizes.get('arch')}, {sizes['layers']} layers, {sizes['hidden']} wide, "
+             f"about {params / 1e6:.2f}M parameters"]
+    train, data = cfg.get("train"), cfg.get("dataset")
+    if train and data:
+        from ptcli.config.validate import world_size
+
+        micro = max(1, train["batch_size"] // (train["grad_accum"] * world_size()))
+        seq = data["seq_len"]
+        # fp32 weights + grads + two AdamW moments = 16 bytes per parameter.
+        state_gb = params * 16 / 2**30
+        # Activations kept for backward, per layer ~ seq*micro*hidden*(34 + 5*heads*seq/hidden) bytes at 16 bit
+        # (Korthikanti et al. 2022); doubled for fp32.
+        h, heads = sizes["hidden"], sizes.get("heads") or 1
+        act_gb = 2 * sizes["layers"] * seq * micro * h * (34 + 5 * heads * seq / h) / 2**30
+        logits_gb = 3 * micro * seq * sizes["vocab_size"] * 4 / 2**30
+        lines += [
+            f"batch: {train['batch_size']} sequences x {seq} tokens = {train['batch_size'] * seq} tokens per step "
+            f"({micro} per micro-batch, {train['grad_accum']} accumulation steps, {world_size()} process(es))",
+            f"memory (fp32 + AdamW): about {state_gb:.2f} GiB for weights, gradients and optimizer state "
+            f"+ {act_gb + logits_gb:.2f} GiB of activations per micro-batch",
+        ]
+        if train.get("max_steps"):
+            lines.append(f"work: {train['max_steps']} steps = {train['max_steps'] * train['batch_size'] * seq:,} "
+                         f"tokens, about {6 * params * train['max_steps'] * train['batch_size'] * seq:.2e} FLOPs")
+    return lines

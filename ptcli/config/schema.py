@@ -1,0 +1,217 @@
+"""Torch-free dataclass schemas for every config section; validate.py checks composed configs against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+
+@dataclass
+class ModelConfig:
+    """The network: an architecture and size built from scratch, or a pretrained ``path``."""
+
+    arch: Optional[str] = "gpt2"  # any Hugging Face model_type: gpt2, llama, bert, ...
+    path: Optional[str] = None  # a ptcli run dir, a HF model folder or a Hub name; overrides the sizes
+    layers: Optional[int] = None
+    heads: Optional[int] = None
+    kv_heads: Optional[int] = None  # grouped-query attention (llama); null: = heads
+    hidden: Optional[int] = None
+    intermediate: Optional[int] = None  # null: 4 x hidden
+    max_positions: Optional[int] = None
+    vocab_size: Optional[int] = None
+    dropout: Optional[float] = None
+    tie_embeddings: Optional[bool] = None
+    extra: dict[str, Any] = field(default_factory=dict)  # passed to the HF config as is
+
+
+@dataclass
+class TokenizerConfig:
+    """Which tokenizer: a saved one (``path``), the model's own, or one trained on the data."""
+
+    path: Optional[str] = None
+    kind: Literal["auto", "bpe", "wordpiece"] = "auto"
+    vocab_size: Optional[int] = None  # null: model.vocab_size
+    lowercase: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    """Where the text comes from and how it is cut into training sequences."""
+
+    source: Literal["embedded", "text", "jsonl", "csv", "hf"] = "embedded"
+    files: list[str] = field(default_factory=list)
+    val_files: list[str] = field(default_factory=list)
+    val_fraction: float = 0.02
+    seq_len: int = 128
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: Optional[str] = None
+    document: Literal["file", "line", "paragraph"] = "file"
+    encoding_errors: Literal["fail", "skip"] = "fail"
+    hf_name: Optional[str] = None
+    hf_config: Optional[str] = None
+    hf_split: Optional[str] = "train"
+    embedded_seed: int = 0
+    embedded_bytes: int = 3_000_000
+
+
+@dataclass
+class DeviceConfig:
+    """Where and in which precision the model runs."""
+
+    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    compile: bool = False
+    threads: Optional[int] = None
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer (AdamW) and its hyperparameters."""
+
+    name: Literal["adamw"] = "adamw"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+
+
+@dataclass
+class SchedulerConfig:
+    """The learning-rate schedule: warmup, then cosine, linear or constant."""
+
+    name: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides metrics.jsonl."""
+
+    tensorboard: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """How long and how the training loop runs (the first stop condition reached ends the run)."""
+
+    max_steps: Optional[int] = None
+    max_tokens: Optional[int] = None
+    max_time: Optional[float] = None
+    epochs: Optional[float] = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_grad_norm: Optional[float] = 1.0
+    log_every: int = 20
+    eval_every: int = 200
+    eval_batches: Optional[int] = 20
+    save_every: int = 200
+    keep_last: int = 2
+    resume: Optional[str] = None
+    seed: int = 0
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes its outputs and caches."""
+
+    out_dir: str = "outputs"
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class CLMConfig:
+    """Causal language modelling (next-token prediction)."""
+
+    _target_: str = "ptcli.objectives.clm.CausalLM"
+
+
+@dataclass
+class MLMConfig:
+    """Masked language modelling with dynamic masking."""
+
+    _target_: str = "ptcli.objectives.mlm.MaskedLM"
+    mask_prob: float = 0.15
+    replace_mask: float = 0.8
+    replace_random: float = 0.1
+    whole_word: bool = False
+
+
+@dataclass
+class ClassificationConfig:
+    """Sequence classification, or regression with one label."""
+
+    _target_: str = "ptcli.objectives.classification.SequenceClassification"
+    num_labels: Optional[int] = None
+
+
+# Objectives are plug-ins named by _target_; the built-in ones have schemas, a user's own is checked at build.
+OBJECTIVE_SCHEMAS: dict[str, type] = {
+    s._target_: s for s in (CLMConfig, MLMConfig, ClassificationConfig)  # type: ignore[attr-defined]
+}
+
+
+@dataclass
+class TrainVerbConfig:
+    """``pretrain`` and ``finetune``: the same loop, different defaults."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    objective: Any = None  # schema chosen by _target_ (OBJECTIVE_SCHEMAS)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class GenerateVerbConfig:
+    """``generate``: prompts in, completions out."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    prompt: Any = None  # a string or a list of strings
+    prompts_file: Optional[str] = None
+    output: Literal["auto", "text", "jsonl"] = "auto"
+    batch_size: int = 8
+    max_new_tokens: int = 50
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    repetition_penalty: Optional[float] = None
+    no_repeat_ngram_size: Optional[int] = None
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class EvaluateVerbConfig:
+    """``evaluate``: a model's metrics on a dataset."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: Any = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    batch_size: int = 8
+    stride: Optional[int] = None
+    max_batches: Optional[int] = None
+    output: Literal["auto", "table", "json"] = "auto"
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+VERB_SCHEMAS: dict[str, type] = {
+    "pretrain": TrainVerbConfig,
+    "finetune": TrainVerbConfig,
+    "generate": GenerateVerbConfig,
+    "evaluate": EvaluateVerbConfig,
+}

@@ -1,0 +1,134 @@
+"""The CLI as a user meets it: help, config printing, errors and exit codes, user config folders, fast start."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def imported_modules(args: list[str], cwd) -> set[str]:
+    """Top-level modules imported by ``python -X importtime -m ptcli ARGS``."""
+    import os
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "ptcli", *args], cwd=cwd, text=True,
+                          capture_output=True, env={**os.environ, "PTCLI_DEBUG": ""})
+    return {m.group(1).split(".")[0] for m in re.finditer(r"\|\s+([\w.]+)\s*$", proc.stderr, re.M)}
+
+
+def test_help_lists_verbs():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for verb in ("pretrain", "finetune", "generate", "evaluate", "config"):
+        assert verb in proc.stdout
+
+
+@pytest.mark.parametrize("verb", ["pretrain", "finetune", "generate", "evaluate"])
+def test_verb_help_lists_groups_and_options(verb):
+    proc = run_cli(verb, "--help")
+    assert proc.returncode == 0
+    assert re.search(r"model: .*gpt2-tiny", proc.stdout)
+    assert "device: auto, cpu, cuda" in proc.stdout
+    if verb in ("pretrain", "evaluate"):
+        assert "objective: classification, clm, mlm" in proc.stdout
+
+
+def test_new_yaml_shows_in_help_and_composes_from_config_dir(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "my-bert.yaml").write_text(
+        (REPO / "configs" / "model" / "bert-tiny.yaml").read_text().replace("layers: 4", "layers: 3"))
+    help_ = run_cli("pretrain", "--config-dir", str(tmp_path), "--help")
+    assert "my-bert" in help_.stdout
+    proc = run_cli("config", "pretrain", "--config-dir", str(tmp_path), "model=my-bert", "objective=mlm")
+    assert proc.returncode == 0, proc.stderr
+    assert "layers: 3" in proc.stdout
+    env_proc = run_cli("config", "pretrain", "model=my-bert", "objective=mlm", env={"PTCLI_CONFIG_PATH": str(tmp_path)})
+    assert env_proc.returncode == 0 and "layers: 3" in env_proc.stdout
+    without = run_cli("config", "pretrain", "model=my-bert")
+    assert without.returncode == 2 and "unknown model 'my-bert'" in without.stderr
+
+
+def test_plus_objective_form_works():
+    proc = run_cli("config", "pretrain", "+objective=mlm")
+    assert proc.returncode == 0, proc.stderr
+    assert "ptcli.objectives.mlm.MaskedLM" in proc.stdout and "arch: bert" in proc.stdout
+
+
+def test_config_prints_resolved_yaml_with_overrides():
+    proc = run_cli("config", "pretrain", "optim.lr=3e-4", "~model.extra", "+train.note=hi")
+    assert proc.returncode == 0, proc.stderr
+    assert "lr: 0.0003" in proc.stdout and "note: hi" in proc.stdout and "extra:" not in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["optim.lrr=1e-3"], "unknown key 'optim.lrr' (did you mean 'optim.lr'?)"),
+    (["train.batch_size=abc"], "'train.batch_size' must be an integer, got 'abc'"),
+    (["dataset=text"], "missing required value 'dataset.files'"),
+    (["model=gpt3"], "unknown model 'gpt3'"),
+    (["dataset.files=[nope.txt]", "dataset=text"], "nope.txt"),
+    (["train.batch_size=30", "train.grad_accum=4"], "must be divisible by train.grad_accum"),
+    (["dataset.seq_len=1024"], "exceeds the model's maximum positions (256)"),
+    (["model=gpt2-tiny", "objective=mlm"], "objective mlm needs an encoder"),
+    (["key=[1,2"], "cannot parse override"),
+])
+def test_config_errors_are_one_screen_with_exit_2(args, message):
+    proc = run_cli("pretrain", "--dry-run", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) <= 12
+    assert proc.stderr.startswith("ptcli: error:")
+
+
+def test_unknown_option_lists_valid_ones():
+    proc = run_cli("pretrain", "--dry-run", "device=tpu")
+    assert proc.returncode == 2
+    assert "Choose one of: auto, cpu, cuda" in proc.stderr
+
+
+def test_debug_shows_the_traceback():
+    proc = run_cli("pretrain", "--dry-run", "--debug", "optim.lrr=1")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_usage_error_exits_2():
+    assert run_cli("no-such-verb").returncode == 2
+    assert run_cli("config", "pretrainn").returncode == 2
+
+
+@pytest.mark.parametrize("verb", ["pretrain", "finetune", "generate", "evaluate"])
+def test_dry_run_prints_config_and_estimate(verb, tmp_path):
+    args = []
+    if verb == "finetune":
+        (tmp_path / "t.csv").write_text("text,label\nhi,1\n")
+        args = [f"dataset.files=[{tmp_path / 't.csv'}]"]
+    if verb in ("generate", "evaluate"):
+        (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2,'
+                                              ' "n_positions": 256, "vocab_size": 500}')
+        args = [f"model.path={tmp_path}"]
+    proc = run_cli(verb, "--dry-run", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "# dry run" in proc.stdout and "parameters" in proc.stdout
+    assert not (tmp_path / "outputs").exists(), "a dry run creates no run directory"
+
+
+def test_verbs_not_built_yet_say_so_and_exit_2(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 64}')
+    proc = run_cli("generate", f"model.path={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2 and "not built yet" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["config", "pretrain"],
+                                  ["pretrain", "--dry-run"], ["pretrain", "--dry-run", "optim.lrr=1"]])
+def test_fast_paths_do_not_import_torch(args, tmp_path):
+    modules = imported_modules(args, tmp_path)
+    assert "ptcli" in modules
+    assert not {"torch", "transformers"} & modules
+
+
+def test_python_dash_m_and_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and re.match(r"ptcli \d+\.\d+", proc.stdout)
