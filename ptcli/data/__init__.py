@@ -1,0 +1,1 @@
+"""Data: sources, the embedded corpus, packing and the token cache."""
