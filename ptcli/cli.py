@@ -71,7 +71,8 @@ def make_verb(verb: str):
         dry_run: bool = typer.Option(False, "--dry-run", help="Compose, validate and estimate; run nothing."),
         multirun: bool = typer.Option(False, "-m", "--multirun", help="Sweep: a=1,2 runs once per value."),
         config_dir: Optional[List[Path]] = typer.Option(
-            None, "--config-dir", metavar="DIR", help="Extra folder of config groups (repeatable; also $PTCLI_CONFIG_PATH)."),
+            None, "--config-dir", metavar="DIR",
+            help="Extra folder of config groups (repeatable; also $PTCLI_CONFIG_PATH)."),
         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (also PTCLI_DEBUG=1)."),
     ) -> None:
         _set_debug(debug)
@@ -92,7 +93,8 @@ for _verb in paths.VERBS:
 def config_command(
     ctx: typer.Context,
     verb: str = typer.Argument(..., help="pretrain, finetune, generate or evaluate"),
-    config_dir: Optional[List[Path]] = typer.Option(None, "--config-dir", metavar="DIR", help="Extra folder of config groups."),
+    config_dir: Optional[List[Path]] = typer.Option(None, "--config-dir", metavar="DIR",
+                                                    help="Extra folder of config groups."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
 ) -> None:
     """Print the fully composed, resolved config of VERB with the given overrides, as YAML.

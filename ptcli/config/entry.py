@@ -13,6 +13,7 @@ from ptcli.config.compose import compose
 from ptcli.config.overrides import normalise, search_path_override
 from ptcli.config.validate import validate
 from ptcli.errors import PtcliError, report
+from ptcli.training.distributed import env_world_size
 
 # Where each verb's work lives ("module:function"); None until it is built.
 RUNNERS: dict[str, str | None] = {
@@ -21,7 +22,8 @@ RUNNERS: dict[str, str | None] = {
     "generate": None,
     "evaluate": None,
 }
-NOT_BUILT = {"finetune": "fine-tuning (issue #4)", "generate": "generation (issue #5)", "evaluate": "evaluation (issue #5)"}
+NOT_BUILT = {"finetune": "fine-tuning (issue #4)", "generate": "generation (issue #5)",
+             "evaluate": "evaluation (issue #5)"}
 
 
 def prepare_args(verb: str, args: list[str]) -> list[str]:
@@ -88,6 +90,14 @@ def launch(verb: str, args: list[str], *, multirun=False, config_dirs=()) -> int
     import hydra
 
     extra = search_path_override(paths.user_config_dirs(config_dirs))
+    if env_world_size() > 1 and not multirun and not any(a.startswith("hydra.run.dir=") for a in args):
+        # One run directory for the whole torchrun job: every process takes rank 0's timestamp.
+        from datetime import datetime
+
+        from ptcli.training.distributed import agree_on_run_stamp
+
+        stamp = agree_on_run_stamp(datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"))
+        extra.append(f"hydra.run.dir=${{run.out_dir}}/{verb}/{stamp}")
     argv = [f"ptcli-{verb}", *(["--multirun"] if multirun else []), *args, *extra, f"hydra.job.name={verb}"]
     task = hydra.main(config_path=str(paths.packaged_config_dir()), config_name=verb, version_base="1.3")(run_task)
     with swapped_argv(argv):

@@ -165,7 +165,8 @@ def _dataset_problems(cfg: dict, loaded: dict | None, check_files: bool) -> list
         problems.append(f"objective mlm needs an encoder model, but model.arch is '{arch}'; "
                         "use model=bert-tiny (or another encoder)")
     if objective.endswith("clm.CausalLM") and arch in ENCODERS:
-        problems.append(f"objective clm needs a causal (decoder) model, but model.arch is '{arch}'; use model=gpt2-tiny")
+        problems.append(f"objective clm needs a causal (decoder) model, but model.arch is '{arch}'; "
+                        "use model=gpt2-tiny")
     if check_files:
         from ptcli.data.sources import check_readable
 

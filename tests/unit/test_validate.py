@@ -36,8 +36,9 @@ def test_check_node_collects_every_problem_with_suggestions():
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "bert"])
 def test_parameter_estimate_matches_transformers(arch):
     transformers = pytest.importorskip("transformers")
-    from ptcli.config.paths import packaged_config_dir
     import yaml
+
+    from ptcli.config.paths import packaged_config_dir
 
     sizes = yaml.safe_load((packaged_config_dir() / "model" / f"{arch}-tiny.yaml").read_text())
     kwargs = {

@@ -1,0 +1,25 @@
+"""Causal language modelling: predict each next token (GPT-2, Llama)."""
+
+from __future__ import annotations
+
+from ptcli.objectives.base import LossOutput, Objective, summed_cross_entropy
+
+
+class CausalLM(Objective):
+    """Next-token prediction over packed blocks; documents are separated by the end-of-text token."""
+
+    head = "causal_lm"
+    tokenizer_kind = "bpe"
+
+    def packing(self, tokenizer) -> tuple[int, int | None]:
+        return tokenizer.eos_token_id, None
+
+    def collate(self, blocks, generator=None) -> dict:
+        return {"input_ids": blocks}
+
+    def loss(self, model, batch) -> LossOutput:
+        input_ids = batch["input_ids"]
+        logits = model(input_ids=input_ids).logits
+        # The model predicts token t+1 from tokens <= t: compare logits[:-1] with ids[1:].
+        labels = batch.get("labels", input_ids)
+        return summed_cross_entropy(logits[:, :-1], labels[:, 1:])

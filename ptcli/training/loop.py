@@ -1,0 +1,129 @@
+"""The one training loop: micro-steps, token-weighted loss, clipping, schedule, logging, eval and checkpoints.
+
+Read top to bottom. Device values are read back only at log, eval and save steps (never per step), so
+the GPU (or the CPU's thread pool) is never stalled waiting for Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+from ptcli.errors import RunFailure
+
+
+@dataclass
+class LoopState:
+    """Everything the loop needs to continue exactly where it stopped."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0  # training seconds before this process (resume)
+    best_val_loss: float | None = None
+    last_val_loss: float | None = None
+    data: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def step_generator(seed: int, step: int, rank: int, micro: int):
+    """A generator for one micro-batch's randomness (MLM masks): a pure function of where we are, so a resumed
+    run draws exactly what an uninterrupted one would."""
+    import torch
+
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank * 101 + micro)
+
+
+def train(model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt, log, cfg, state,
+          total_steps, tokens_per_step, evaluate=None) -> LoopState:
+    """Train until the first stop condition of ``cfg`` (the ``train`` config); returns the final state."""
+    import torch
+
+    device = placement.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    window_sum = torch.zeros((), device=device)
+    window_count = torch.zeros((), device=device)
+    started, window_start, window_tokens = time.time(), time.time(), 0
+    model.train()
+    while True:
+        # ---- one optimizer step: grad_accum micro-batches, summed losses, one normalisation
+        micro_batches = batches.next_step()
+        step_sum = torch.zeros((), device=device)
+        step_count = torch.zeros((), device=device)
+        for i, blocks in enumerate(micro_batches):
+            batch = objective.collate(blocks, step_generator(cfg.seed, state.step, dist.rank, i))
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            last = i == len(micro_batches) - 1
+            # DDP all-reduces gradients on every backward unless told not to: only on the last micro-step.
+            sync = contextlib.nullcontext() if last or not dist.enabled else model.no_sync()
+            with sync:
+                with placement.autocast():
+                    out = objective.loss(model, batch)
+                scaler.scale(out.sum).backward()
+            step_sum += out.sum.detach().float()
+            step_count += out.count
+        # Token-weighted mean over micro-steps and processes: DDP averaged the gradients over processes,
+        # so multiply by world / global count (all-reduce is a collective, not a host sync).
+        global_count = dist.reduce_sum(step_count.clone()).clamp(min=1)
+        scaler.unscale_(optimizer)
+        torch._foreach_mul_([p.grad for p in params if p.grad is not None], dist.world / global_count)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += tokens_per_step
+        window_tokens += tokens_per_step
+        window_sum += step_sum
+        window_count += step_count
+        nonfinite |= ~torch.isfinite(step_sum)
+
+        # ---- stop conditions (max_time is agreed at log steps so that every process stops together)
+        done = bool(total_steps and state.step >= total_steps)
+        done = done or bool(cfg.max_tokens and state.tokens >= cfg.max_tokens)
+        log_now = done or state.step % cfg.log_every == 0
+        if log_now and cfg.max_time:
+            done = done or not dist.all_true(state.elapsed + time.time() - started < cfg.max_time)
+
+        # ---- logging: the only place (with eval and save) that reads device values
+        if log_now:
+            if nonfinite.item():  # a sync point, at log steps only
+                raise _nonfinite_failure(state.step, ckpt)
+            totals = dist.reduce_sum(torch.stack([window_sum, window_count]))
+            now = time.time()
+            log.log("train", state.step, loss=(totals[0] / totals[1].clamp(min=1)).item(),
+                    lr=scheduler.get_last_lr()[0], grad_norm=grad_norm.item(),
+                    tokens_per_s=window_tokens / max(now - window_start, 1e-9), tokens=state.tokens,
+                    epoch=round(batches.epoch, 4))
+            window_sum.zero_(), window_count.zero_()
+            window_start, window_tokens = now, 0
+        if evaluate is not None and (state.step % cfg.eval_every == 0 or done):
+            val_loss = evaluate()
+            state.last_val_loss = val_loss
+            if state.best_val_loss is None or val_loss < state.best_val_loss:
+                state.best_val_loss = val_loss
+            log.log("eval", state.step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 50)))
+        if state.step % cfg.save_every == 0 or done:
+            if nonfinite.item():
+                raise _nonfinite_failure(state.step, ckpt)
+            state.data = batches.state_dict()
+            snapshot = state.to_dict() | {"elapsed": state.elapsed + time.time() - started}
+            if dist.is_rank0:
+                ckpt.save(getattr(model, "module", model), optimizer, scheduler, scaler, snapshot)
+            dist.barrier()
+        if done:
+            state.elapsed += time.time() - started
+            return state
+
+
+def _nonfinite_failure(step: int, ckpt) -> RunFailure:
+    last = ckpt.latest()
+    kept = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written before it"
+    return RunFailure(f"the loss became NaN or infinite at or before step {step}{kept}",
+                      fix="Lower optim.lr, keep train.max_grad_norm set, or use device.precision=fp32, "
+                          "then resume with train.resume=<checkpoint>")

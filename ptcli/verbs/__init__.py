@@ -1,0 +1,1 @@
+"""Verbs: what each CLI command does once its config is composed and validated."""

@@ -1,0 +1,166 @@
+"""`ptcli pretrain` end to end on tiny models: outputs, HF compatibility, caching, sweeps, exact resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+# A tiny model on a small slice of the embedded corpus: each run takes a few seconds.
+TINY = ["model.layers=2", "model.heads=2", "model.hidden=64", "model.vocab_size=512", "dataset.seq_len=32",
+        "dataset.embedded_bytes=150000", "train.batch_size=4", "train.log_every=1", "device=cpu",
+        "device.threads=1"]
+
+
+def records(run_dir: Path, kind: str = "train") -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def losses_by_step(run_dir: Path) -> dict[int, float]:
+    """The last logged loss of every step (a resumed run logs some steps twice)."""
+    return {r["step"]: r["loss"] for r in records(run_dir)}
+
+
+def test_pretrain_writes_a_complete_run(tmp_path):
+    proc = run_cli("pretrain", *TINY, "train.max_steps=6", "train.eval_every=3", "train.save_every=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    latest = tmp_path / "outputs" / "pretrain" / "latest"
+    run = latest.resolve()
+    assert latest.is_symlink() and run.parent == tmp_path / "outputs" / "pretrain"
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "model", "checkpoints", "tokenizer"} <= {
+        p.name for p in run.iterdir()}
+    assert "hidden: 64" in (run / "config.yaml").read_text()
+    train = records(run)
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "tokens", "elapsed"} <= set(train[0])
+    assert [r["step"] for r in records(run, "eval")] == [3, 6]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["tokens"] == 6 * 4 * 32
+    assert summary["final_val_loss"] == records(run, "eval")[-1]["val_loss"]
+    assert 0 < summary["corpus_entropy_bits_per_char"] < 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+    assert "step 6/6" in proc.stdout, "plain progress lines when stdout is not a terminal"
+
+
+def test_exported_model_loads_without_ptcli_and_matches(tmp_path):
+    proc = run_cli("pretrain", *TINY, "train.max_steps=3", "train.save_every=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = (tmp_path / "outputs" / "pretrain" / "latest").resolve()
+    # Reference: ptcli's own model code with the last checkpoint's in-memory weights.
+    import torch
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_model
+
+    from ptcli.models import build_model, load_tokenizer
+
+    cfg = OmegaConf.load(run / "config.yaml")
+    tokenizer = load_tokenizer(str(run / "tokenizer"))
+    model = build_model(cfg.model, "causal_lm", tokenizer)
+    load_model(model, str(run / "checkpoints" / "step-00000003" / "model.safetensors"))
+    ids = torch.tensor([tokenizer("Once upon a time, there was a cat.")["input_ids"]])
+    expected = model.eval()(input_ids=ids).logits
+    script = ("import sys, torch\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+              "assert 'ptcli' not in sys.modules\n"
+              f"d = {str(run / 'model')!r}\ntok = AutoTokenizer.from_pretrained(d)\n"
+              "m = AutoModelForCausalLM.from_pretrained(d).eval()\n"
+              "ids = torch.tensor([tok('Once upon a time, there was a cat.')['input_ids']])\n"
+              f"torch.save(m(input_ids=ids).logits, {str(tmp_path / 'logits.pt')!r})\n"
+              "assert 'ptcli' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
+
+
+def test_mlm_pretraining_gives_a_masked_lm_folder(tmp_path):
+    proc = run_cli("pretrain", "+objective=mlm", *TINY, "train.max_steps=3", "objective.whole_word=true",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = (tmp_path / "outputs" / "pretrain" / "latest").resolve()
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["architectures"] == ["BertForMaskedLM"]
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    model = AutoModelForMaskedLM.from_pretrained(run / "model")
+    inputs = tokenizer("The cat sat on the [MASK].", return_tensors="pt")
+    assert model(**inputs).logits.shape[-1] == model.config.vocab_size
+
+
+def test_second_run_reuses_tokenizer_and_packed_corpus(tmp_path):
+    env = {"PTCLI_CACHE_DIR": str(tmp_path / "cache")}
+    first = run_cli("pretrain", *TINY, "train.max_steps=1", cwd=tmp_path, env=env)
+    second = run_cli("pretrain", *TINY, "train.max_steps=1", cwd=tmp_path, env=env)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "trained bpe tokenizer" in first.stdout and "packed" in first.stdout
+    assert "reusing cached bpe tokenizer" in second.stdout and "reusing packed corpus" in second.stdout
+
+
+def test_multirun_sweep_makes_one_directory_per_point(tmp_path):
+    proc = run_cli("pretrain", "-m", *TINY, "train.max_steps=1", "optim.lr=1e-3,3e-4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweeps = list((tmp_path / "outputs" / "pretrain" / "multirun").iterdir())
+    assert len(sweeps) == 1
+    points = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in points] == ["0", "1"]
+    lrs = sorted(json.loads(json.dumps(__import__("yaml").safe_load((p / "config.yaml").read_text())))["optim"]["lr"]
+                 for p in points)
+    assert lrs == [3e-4, 1e-3]
+    assert all((p / "summary.json").is_file() for p in points)
+
+
+def test_killed_run_resumes_bitwise(tmp_path):
+    """SIGKILL after a checkpoint, resume with train.resume=auto: every later loss equals the uninterrupted run."""
+    args = [*TINY, "train.max_steps=14", "train.save_every=4", "dataset.embedded_bytes=60000"]
+    straight = run_cli("pretrain", *args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ptcli", "pretrain", *args, f"hydra.run.dir={run}"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "step-00000008" / "state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its second checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists(), "killed before the end"
+    resumed = run_cli("pretrain", *args, f"hydra.run.dir={run}", "train.resume=auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    expected, got = losses_by_step(tmp_path / "straight"), losses_by_step(run)
+    assert sorted(got) == list(range(1, 15))
+    assert got == expected  # bitwise: the same floats, not approximately
+
+
+@pytest.mark.distributed
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo) and one process with grad_accum=2 see the same global batches."""
+    args = [*TINY, "train.max_steps=5", "train.batch_size=8", "train.eval_every=5"]
+    single = run_cli("pretrain", *args, "train.grad_accum=2", f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                          "-m", "ptcli", "pretrain", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    runs = [p for p in (tmp_path / "outputs" / "pretrain").iterdir() if p.name != "latest"]
+    assert len(runs) == 1, "one run directory for the whole torchrun job"
+    assert len(re.findall(r"^step 5/5", ddp.stdout, re.M)) == 1, "only rank 0 logs"
+    single_losses, ddp_losses = losses_by_step(tmp_path / "single"), losses_by_step(runs[0])
+    assert sorted(ddp_losses) == [1, 2, 3, 4, 5]
+    for step, loss in single_losses.items():
+        assert ddp_losses[step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    single_val = records(tmp_path / "single", "eval")[-1]["val_loss"]
+    assert records(runs[0], "eval")[-1]["val_loss"] == pytest.approx(single_val, rel=1e-5)
