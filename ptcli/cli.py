@@ -17,6 +17,7 @@ VERB_HELP = {
     "finetune": "Fine-tune a pretrained model on labelled data (same loop as pretrain).",
     "generate": "Generate text from a trained model; completions to stdout, logs to stderr.",
     "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
+    "tokenizer": "Train a tokenizer alone on the dataset's text (BPE or WordPiece) and save it.",
 }
 EXAMPLES = {
     "pretrain": ["ptcli pretrain", "ptcli pretrain +objective=mlm",
@@ -26,6 +27,8 @@ EXAMPLES = {
                  "dataset.label_column=label"],
     "generate": ["ptcli generate model.path=outputs/pretrain/latest prompt='Once upon a time'"],
     "evaluate": ["ptcli evaluate model.path=outputs/pretrain/latest"],
+    "tokenizer": ["ptcli tokenizer dataset=text dataset.files=[corpus.txt] tokenizer.vocab_size=8000",
+                  "ptcli pretrain tokenizer.path=outputs/tokenizer/latest/tokenizer"],
 }
 EPILOG = ("Overrides use Hydra's grammar: key=value, group=option, +key=value, ~key; -m sweeps a,b. "
           "Exit codes: 0 ok, 1 run failed, 2 bad command line, config or input.")
@@ -92,7 +95,7 @@ for _verb in paths.VERBS:
 @app.command("config", context_settings=PASS_THROUGH, short_help="Print a verb's composed, resolved config as YAML.")
 def config_command(
     ctx: typer.Context,
-    verb: str = typer.Argument(..., help="pretrain, finetune, generate or evaluate"),
+    verb: str = typer.Argument(..., help="pretrain, finetune, generate, evaluate or tokenizer"),
     config_dir: Optional[List[Path]] = typer.Option(None, "--config-dir", metavar="DIR",
                                                     help="Extra folder of config groups."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),

@@ -21,6 +21,7 @@ RUNNERS: dict[str, str | None] = {
     "finetune": None,
     "generate": None,
     "evaluate": None,
+    "tokenizer": "ptcli.verbs.tokenizer:run",
 }
 NOT_BUILT = {"finetune": "fine-tuning (issue #4)", "generate": "generation (issue #5)",
              "evaluate": "evaluation (issue #5)"}

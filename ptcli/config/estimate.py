@@ -45,6 +45,10 @@ def count_parameters(s: dict) -> int:
 
 def plan(cfg: dict) -> list[str]:
     """Lines describing model size, batch shape and memory, for ``--dry-run``."""
+    if "model" not in cfg:
+        tok = cfg["tokenizer"]
+        return [f"tokenizer: {tok['kind']}, {tok['vocab_size']} tokens, "
+                f"trained on dataset.source={cfg['dataset']['source']}"]
     sizes = model_sizes(cfg["model"])
     if sizes is None or sizes.get("hidden") is None or sizes.get("vocab_size") is None:
         return [f"model: {cfg['model'].get('path')} (loaded at run time; size unknown before loading)"]

@@ -209,9 +209,19 @@ class EvaluateVerbConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+@dataclass
+class TokenizerVerbConfig:
+    """``tokenizer``: train a tokenizer alone."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
 VERB_SCHEMAS: dict[str, type] = {
     "pretrain": TrainVerbConfig,
     "finetune": TrainVerbConfig,
     "generate": GenerateVerbConfig,
     "evaluate": EvaluateVerbConfig,
+    "tokenizer": TokenizerVerbConfig,
 }

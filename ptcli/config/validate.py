@@ -126,6 +126,8 @@ def world_size() -> int:
 def cross_field_problems(verb: str, cfg: dict, check_files: bool) -> list[str]:
     """Rules that span keys: files exist, sequences fit the model, batches divide, the run can stop."""
     problems: list[str] = []
+    if "model" not in cfg:  # the tokenizer verb
+        return problems + (_dataset_problems(cfg, None, check_files) if "dataset" in cfg else [])
     model = cfg["model"]
     loaded = read_model_config(model["path"]) if model.get("path") else None
     if model.get("path") and check_files and loaded is None and _looks_local(model["path"]):
@@ -150,7 +152,7 @@ def _looks_local(path: str) -> bool:
 
 def _dataset_problems(cfg: dict, loaded: dict | None, check_files: bool) -> list[str]:
     problems = []
-    data, model = cfg["dataset"], cfg["model"]
+    data, model = cfg["dataset"], cfg.get("model", {})
     limit = model.get("max_positions")
     if loaded:
         limit = loaded.get("max_position_embeddings") or loaded.get("n_positions") or loaded.get("n_ctx")
