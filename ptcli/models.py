@@ -57,9 +57,9 @@ def build_model(model_cfg, head: str, tokenizer, **head_kwargs):
         check_vocab(len(tokenizer), model.get_input_embeddings().num_embeddings, "the model at model.path")
         return model
     check_vocab(len(tokenizer), model_cfg.vocab_size, "model.vocab_size")
-    # A trained tokenizer can come out smaller than asked (a small corpus has few merges): no dead
-    # embedding rows, but a multiple of 64 keeps the output matmul fast.
-    vocab = min(model_cfg.vocab_size, -(-len(tokenizer) // 64) * 64)
+    # Exactly model.vocab_size rows, even when a tokenizer trained on a small corpus came out smaller:
+    # the model is the size the config says (and the dry-run estimate), and checkpoints stay compatible.
+    vocab = model_cfg.vocab_size
     try:
         config = transformers.AutoConfig.for_model(
             model_cfg.arch, **hf_config_kwargs(model_cfg, vocab, tokenizer), **head_kwargs)

@@ -19,7 +19,10 @@ class CausalLM(Objective):
 
     def loss(self, model, batch) -> LossOutput:
         input_ids = batch["input_ids"]
+        import torch.nn.functional as F
+
         logits = model(input_ids=input_ids).logits
-        # The model predicts token t+1 from tokens <= t: compare logits[:-1] with ids[1:].
-        labels = batch.get("labels", input_ids)
-        return summed_cross_entropy(logits[:, :-1], labels[:, 1:])
+        # Position t predicts token t+1. Shift the labels, not the logits: slicing the (batch, seq, vocab)
+        # logits would copy the largest tensor of the step (transformers' own loss does the same).
+        labels = F.pad(batch.get("labels", input_ids)[:, 1:], (0, 1), value=-100)
+        return summed_cross_entropy(logits, labels)

@@ -82,6 +82,7 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
         window_sum += step_sum
         window_count += step_count
         nonfinite |= ~torch.isfinite(step_sum)
+        log.advance(state.step)
 
         # ---- stop conditions (max_time is agreed at log steps so that every process stops together)
         done = bool(total_steps and state.step >= total_steps)

@@ -20,6 +20,7 @@ class MetricsLogger:
                  stream=None):
         self.enabled = enabled
         self.total = total_steps
+        self.start_step = 0
         self.stream = stream or sys.stdout
         self.start = time.time()
         self.progress = None
@@ -53,6 +54,17 @@ class MetricsLogger:
         else:
             print(message, file=self.stream, flush=True)
 
+    def begin(self, total_steps: int | None, start_step: int) -> None:
+        """The loop starts (perhaps resumed at ``start_step``): set the bar's total and the ETA's origin."""
+        self.total, self.start_step, self.start = total_steps, start_step, time.time()
+        if self.progress:
+            self.progress.update(self.task, total=total_steps, completed=start_step)
+
+    def advance(self, step: int) -> None:
+        """Move the progress bar every step (host-side only: nothing is read from the device)."""
+        if self.progress:
+            self.progress.update(self.task, completed=step)
+
     def log(self, kind: str, step: int, **values) -> None:
         """Record ``values`` at ``step``; ``kind`` is 'train' or 'eval'."""
         if not self.enabled:
@@ -77,12 +89,14 @@ class MetricsLogger:
         total = f"/{self.total}" if self.total else ""
         if kind == "eval":
             return f"eval step {step}{total} | val_loss {v['val_loss']:.4f} | val_ppl {v['val_ppl']:.2f}"
-        parts = [f"step {step}{total}", f"loss {v['loss']:.4f}", f"lr {v['lr']:.2e}",
-                 f"grad_norm {v['grad_norm']:.2f}", f"{v['tokens_per_s']:,.0f} tok/s"]
+        parts = [] if self.progress else [f"step {step}{total}"]  # the bar shows the step itself
+        parts += [f"loss {v['loss']:.4f}", f"lr {v['lr']:.2e}", f"grad_norm {v['grad_norm']:.2f}",
+                  f"{v['tokens_per_s']:,.0f} tok/s"]
         if self.progress is None:
             parts.append(f"elapsed {_clock(elapsed)}")
-            if self.total and step:
-                parts.append(f"eta {_clock(elapsed / step * (self.total - step))}")
+            done = step - self.start_step
+            if self.total and done > 0:
+                parts.append(f"eta {_clock(elapsed / done * (self.total - step))}")
         return " | ".join(parts)
 
     def close(self) -> None:

@@ -79,7 +79,7 @@ def run(cfg, run_dir: Path) -> dict:
         def evaluate() -> float:
             return validation_loss(train_model, objective, corpus, cfg, dist, placement)
 
-        log.total = total_steps
+        log.begin(total_steps, state.step)
         state = train(train_model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt, log,
                       cfg.train, state, total_steps, tokens_per_step,
                       evaluate=evaluate if len(corpus.val_indices) else None)
