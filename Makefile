@@ -24,13 +24,15 @@ test: install
 
 demo: install
 	$(BIN)/ptcli pretrain
-	$(BIN)/ptcli pretrain --dry-run +objective=mlm
+	cat outputs/pretrain/latest/summary.json
 
 lint: install
 	$(BIN)/ruff check ptcli tests scripts
 
 bench: install
 	$(BIN)/python scripts/bench_startup.py
+	$(BIN)/python scripts/bench_data.py
+	$(BIN)/python scripts/bench_train.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

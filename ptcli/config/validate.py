@@ -178,6 +178,12 @@ def _dataset_problems(cfg: dict, loaded: dict | None, check_files: bool) -> list
 
 def _train_problems(cfg: dict) -> list[str]:
     problems = []
+    if cfg.get("logger", {}).get("tensorboard"):
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            problems.append("logger=tensorboard needs the tensorboard package: pip install tensorboard "
+                            "(or use logger=default)")
     train = cfg["train"]
     if not any(train.get(k) for k in ("max_steps", "max_tokens", "max_time", "epochs")):
         problems.append("the run never stops: set train.max_steps, train.max_tokens, train.max_time or train.epochs")

@@ -74,6 +74,7 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         scaler.step(optimizer)
         scaler.update()
+        lr = scheduler.get_last_lr()[0]  # the rate this step used (a Python float: no device read)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -98,7 +99,7 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
             totals = dist.reduce_sum(torch.stack([window_sum, window_count]))
             now = time.time()
             log.log("train", state.step, loss=(totals[0] / totals[1].clamp(min=1)).item(),
-                    lr=scheduler.get_last_lr()[0], grad_norm=grad_norm.item(),
+                    lr=lr, grad_norm=grad_norm.item(),
                     tokens_per_s=window_tokens / max(now - window_start, 1e-9), tokens=state.tokens,
                     epoch=round(batches.epoch, 4))
             window_sum.zero_(), window_count.zero_()

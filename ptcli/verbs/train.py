@@ -117,13 +117,17 @@ def validation_loss(model, objective, corpus, cfg, dist, placement) -> float:
     from ptcli.training.loop import step_generator
 
     micro = cfg.train.batch_size // (cfg.train.grad_accum * dist.world)
+    # eval_batches counts batches of train.batch_size blocks: the same validation blocks whatever grad_accum
+    # and the number of processes, which only cut them into smaller micro-batches.
+    limit = cfg.train.eval_batches and cfg.train.eval_batches * cfg.train.grad_accum * dist.world
     totals = torch.zeros(2, device=placement.device)
     model.eval()
     with torch.no_grad():
-        for i, blocks in enumerate(eval_batches(corpus.val_blocks, corpus.val_indices, micro, cfg.train.eval_batches,
+        for i, blocks in enumerate(eval_batches(corpus.val_blocks, corpus.val_indices, micro, limit,
                                                 dist.rank, dist.world)):
             # A fixed generator per batch: masked-LM validation sees the same masks at every evaluation.
-            batch = objective.collate(blocks, step_generator(cfg.train.seed + 1, 0, 0, i))
+            # Seeded by the global batch index, so 1 or N processes mask the same way.
+            batch = objective.collate(blocks, step_generator(cfg.train.seed + 1, 0, 0, i * dist.world + dist.rank))
             batch = {k: v.to(placement.device) for k, v in batch.items()}
             with placement.autocast():
                 out = objective.loss(model, batch)

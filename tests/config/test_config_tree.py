@@ -51,6 +51,10 @@ def points():
 
 def expected_invalid(verb: str, group: str | None, option: str | None) -> str | None:
     """Combinations the cross-field rules must reject (the message they must give), else None."""
+    import importlib.util
+
+    if option == "tensorboard" and verb in ("pretrain", "finetune") and importlib.util.find_spec("tensorboard") is None:
+        return "needs the tensorboard package"
     if group == "objective" and option == "mlm" and verb == "evaluate":
         return "objective mlm needs an encoder"  # evaluate's model is a gpt2 folder here
     if group == "objective" and option == "clm" and verb == "finetune":
