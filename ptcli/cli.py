@@ -83,13 +83,13 @@ def make_verb(verb: str):
 
         raise typer.Exit(run_verb(verb, ctx.args, dry_run=dry_run, multirun=multirun, config_dirs=config_dir or []))
 
-    command.__doc__ = verb_help(verb, early_config_dirs(sys.argv))
     return command
 
 
 for _verb in paths.VERBS:
-    app.command(_verb, context_settings=PASS_THROUGH, help=verb_help(_verb, early_config_dirs(sys.argv)),
-                short_help=VERB_HELP[_verb])(make_verb(_verb))
+    # The long help (it reads the config tree) only for the verb on the command line: `ptcli --help` stays fast.
+    _help = verb_help(_verb, early_config_dirs(sys.argv)) if _verb in sys.argv[1:3] else VERB_HELP[_verb]
+    app.command(_verb, context_settings=PASS_THROUGH, help=_help, short_help=VERB_HELP[_verb])(make_verb(_verb))
 
 
 @app.command("config", context_settings=PASS_THROUGH, short_help="Print a verb's composed, resolved config as YAML.")

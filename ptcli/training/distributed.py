@@ -87,6 +87,15 @@ def agree_on_run_stamp(stamp: str) -> str:
     return holder[0]
 
 
+def unwrap(model):
+    """The plain model inside torch.compile and DDP wrappers (what checkpoints and exports must save)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (model.module if hasattr(model, "no_sync") else None)
+        if inner is None:
+            return model
+        model = inner
+
+
 def apply_ddp(model, dist_info: Dist, device):
     """Wrap the model for data parallelism (gradients averaged across processes)."""
     if not dist_info.enabled:

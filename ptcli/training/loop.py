@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from ptcli.errors import RunFailure
+from ptcli.training.distributed import unwrap
 
 
 @dataclass
@@ -116,7 +117,7 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
             state.data = batches.state_dict()
             snapshot = state.to_dict() | {"elapsed": state.elapsed + time.time() - started}
             if dist.is_rank0:
-                ckpt.save(getattr(model, "module", model), optimizer, scheduler, scaler, snapshot)
+                ckpt.save(unwrap(model), optimizer, scheduler, scaler, snapshot)
             dist.barrier()
         if done:
             state.elapsed += time.time() - started

@@ -108,7 +108,8 @@ def test_second_run_reuses_tokenizer_and_packed_corpus(tmp_path):
 
 
 def test_multirun_sweep_makes_one_directory_per_point(tmp_path):
-    proc = run_cli("pretrain", "-m", *TINY, "train.max_steps=1", "optim.lr=1e-3,3e-4", cwd=tmp_path)
+    proc = run_cli("pretrain", "-m", *TINY, "train.max_steps=1", "optim.lr=1e-3,3e-4", "hydra/launcher=basic",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     sweeps = list((tmp_path / "outputs" / "pretrain" / "multirun").iterdir())
     assert len(sweeps) == 1
