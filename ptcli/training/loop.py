@@ -49,6 +49,8 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
     window_sum = torch.zeros((), device=device)
     window_count = torch.zeros((), device=device)
     started, window_start, window_tokens = time.time(), time.time(), 0
+    if total_steps and state.step >= total_steps:  # resumed from the final checkpoint: nothing left to do
+        return state
     model.train()
     while True:
         # ---- one optimizer step: grad_accum micro-batches, summed losses, one normalisation

@@ -143,6 +143,10 @@ def test_killed_run_resumes_bitwise(tmp_path):
     expected, got = losses_by_step(tmp_path / "straight"), losses_by_step(run)
     assert sorted(got) == list(range(1, 15))
     assert got == expected  # bitwise: the same floats, not approximately
+    again = run_cli("pretrain", *args, f"hydra.run.dir={run}", "train.resume=auto", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert max(losses_by_step(run)) == 14 and json.loads((run / "summary.json").read_text())["steps"] == 14, \
+        "resuming a finished run trains no further"
 
 
 @pytest.mark.distributed
