@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -295,6 +296,9 @@ def iter_stories(seed: int) -> Iterator[tuple[str, float]]:
         yield "".join(out), pick.bits
 
 
+# One run reads the embedded corpus up to four times (tokenizer training reads twice, packing, the entropy
+# report): generate it once per process.
+@functools.lru_cache(maxsize=2)
 def generate_corpus(seed: int = 0, target_bytes: int = 3_000_000) -> Corpus:
     """Stories from ``iter_stories(seed)`` until their total size reaches ``target_bytes``.
 
