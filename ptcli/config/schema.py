@@ -38,16 +38,17 @@ class TokenizerConfig:
 class DatasetConfig:
     """Where the text comes from and how it is cut into training sequences."""
 
-    source: Literal["embedded", "text", "jsonl", "csv", "hf"] = "embedded"
+    source: Literal["embedded", "text", "jsonl", "csv", "conll", "hf"] = "embedded"
     files: list[str] = field(default_factory=list)
     val_files: list[str] = field(default_factory=list)
     val_fraction: float = 0.02
     seq_len: int = 128
     text_column: str = "text"
     text_pair_column: Optional[str] = None
-    label_column: Optional[str] = None
+    label_column: Optional[str] = None  # fine-tuning: the label, tag list (NER), target text or response
     document: Literal["file", "line", "paragraph"] = "file"
     encoding_errors: Literal["fail", "skip"] = "fail"
+    empty_rows: Literal["skip", "fail"] = "skip"  # fine-tuning rows with empty text: skipped and counted
     hf_name: Optional[str] = None
     hf_config: Optional[str] = None
     hf_split: Optional[str] = "train"
@@ -83,6 +84,7 @@ class SchedulerConfig:
 
     name: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # of the planned steps; the larger of the two wins
     min_lr_ratio: float = 0.1
 
 
@@ -112,6 +114,31 @@ class TrainConfig:
     resume: Optional[str] = None
     seed: int = 0
     gradient_checkpointing: bool = False
+    best_metric: str = "loss"  # the validation metric that picks the best evaluation (e.g. accuracy, f1)
+    patience: Optional[int] = None  # early stopping: evaluations without improvement before stopping
+    export: Literal["last", "best"] = "last"  # which weights become model/
+
+
+@dataclass
+class TuneConfig:
+    """Fine-tuning controls: freezing and layer-wise learning-rate decay."""
+
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0  # freeze the embeddings and the first N transformer blocks
+    head_only: bool = False  # train the task head only (a linear probe)
+    layer_lr_decay: Optional[float] = None  # e.g. 0.9: each block below the head trains 0.9x slower
+
+
+@dataclass
+class PeftConfig:
+    """Parameter-efficient fine-tuning through the peft library (LoRA)."""
+
+    method: Literal["lora"] = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: Optional[list[str]] = None  # null: peft's defaults for the architecture
+    merge: bool = False  # also write the merged model into model/ (adapter/ always holds the adapter)
 
 
 @dataclass
@@ -148,9 +175,40 @@ class ClassificationConfig:
     num_labels: Optional[int] = None
 
 
+@dataclass
+class TokenClassificationConfig:
+    """Token classification (NER): one label per word, on its first sub-word token."""
+
+    _target_: str = "ptcli.objectives.token_classification.TokenClassification"
+    label_all_tokens: bool = False  # label every sub-word piece instead of the first only
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Encoder-decoder training (summarization, translation): input text -> target text."""
+
+    _target_: str = "ptcli.objectives.seq2seq.Seq2Seq"
+    max_target_len: int = 128
+    source_prefix: str = ""  # e.g. "summarize: " for T5
+    generate_metrics: bool = True  # ROUGE/BLEU on generated outputs at validation
+    num_beams: int = 1
+    max_new_tokens: int = 64
+
+
+@dataclass
+class SFTConfig:
+    """Instruction tuning of causal LMs: loss on response tokens only."""
+
+    _target_: str = "ptcli.objectives.sft.SFT"
+    prompt_template: Optional[str] = None  # e.g. "{instruction}\n\n{input}"; null: dataset.text_column
+    messages_column: Optional[str] = None  # chat records: a list of {role, content}
+    packing: bool = False  # several examples per sequence (attention still flows across them)
+
+
 # Objectives are plug-ins named by _target_; the built-in ones have schemas, a user's own is checked at build.
 OBJECTIVE_SCHEMAS: dict[str, type] = {
-    s._target_: s for s in (CLMConfig, MLMConfig, ClassificationConfig)  # type: ignore[attr-defined]
+    s._target_: s  # type: ignore[attr-defined]
+    for s in (CLMConfig, MLMConfig, ClassificationConfig, TokenClassificationConfig, Seq2SeqConfig, SFTConfig)
 }
 
 
@@ -168,6 +226,8 @@ class TrainVerbConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tune: Optional[TuneConfig] = None  # finetune.yaml sets it
+    peft: Optional[PeftConfig] = None  # +peft=lora
 
 
 @dataclass

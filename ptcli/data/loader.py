@@ -36,8 +36,6 @@ class BlockBatches:
 
     def next_step(self) -> list:
         """The micro-batches (LongTensors of token ids) this process trains on in the next step."""
-        import torch
-
         n = len(self.indices)
         chosen = []
         for pos in range(self.position, self.position + self.global_batch):
@@ -46,8 +44,13 @@ class BlockBatches:
         share = self.global_batch // self.world
         mine = chosen[self.rank * share:(self.rank + 1) * share]
         micro = share // self.grad_accum
-        return [torch.from_numpy(self.blocks[np.sort(mine[i * micro:(i + 1) * micro])].astype(np.int64))
-                for i in range(self.grad_accum)]
+        return [self.fetch(mine[i * micro:(i + 1) * micro]) for i in range(self.grad_accum)]
+
+    def fetch(self, chosen):
+        """The micro-batch for these indices (sorted: memory-mapped reads go forward)."""
+        import torch
+
+        return torch.from_numpy(self.blocks[np.sort(chosen)].astype(np.int64))
 
     def state_dict(self) -> dict:
         return {"position": self.position}

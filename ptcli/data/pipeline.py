@@ -49,13 +49,35 @@ def resolve_tokenizer(cfg, objective, cache: Path, dist, log):
     kind = objective.tokenizer_kind if cfg.tokenizer.kind == "auto" else cfg.tokenizer.kind
     vocab = cfg.tokenizer.vocab_size or cfg.model.vocab_size
 
+    def documents():
+        if getattr(objective, "labelled", False):  # the text of labelled records, not their raw lines
+            from ptcli.data.records import read_records
+
+            return record_texts(read_records(cfg.dataset, "train", log))
+        return read_documents(cfg.dataset, "train", log=log)
+
     def load():
         tokenizer, _ = load_or_train_tokenizer(
-            lambda: read_documents(cfg.dataset, "train", log=log), source_fingerprint(cfg.dataset, "train"),
+            documents, source_fingerprint(cfg.dataset, "train") + "|records" * bool(getattr(objective, "labelled", 0)),
             kind, vocab, cache, lowercase=cfg.tokenizer.lowercase, log=log)
         return tokenizer
 
     return rank0_first(dist, load)
+
+
+def record_texts(records):
+    """Every piece of text in labelled records (strings, lists of strings, chat messages), for tokenizer training."""
+    for _, record in records:
+        parts = []
+        for value in record.values():
+            if isinstance(value, str):
+                parts.append(value)
+            elif isinstance(value, list):
+                parts += [v if isinstance(v, str) else str(v.get("content", "")) if isinstance(v, dict) else ""
+                          for v in value]
+        text = " ".join(p for p in parts if p)
+        if text.strip():
+            yield text
 
 
 def prepare_corpus(cfg, objective, tokenizer, cache: Path, dist, log) -> Corpus:

@@ -172,7 +172,11 @@ def _read_file(path: Path, cfg, log) -> Iterator[str]:
     by_suffix = next((kind for kind, ends in SUFFIXES.items() if suffix in ends), "text")
     fmt = cfg.source if cfg.source in SUFFIXES else by_suffix
     column = getattr(cfg, "text_column", None) or "text"
-    if fmt == "jsonl":
+    if cfg.source == "conll":  # language modelling on NER files: each sentence's tokens as one line of text
+        from ptcli.data.records import conll_records
+
+        yield from (" ".join(r["tokens"]) for _, r in conll_records(path, _lines(stream)))
+    elif fmt == "jsonl":
         yield from _jsonl(path, _lines(stream), column)
     elif fmt == "csv":
         yield from _csv(path, _lines(stream), column)

@@ -40,6 +40,16 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.item() == 0
 
+    def gather_objects(self, obj) -> list:
+        """Every process's ``obj`` (small, picklable: metric states), in rank order."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

@@ -7,7 +7,6 @@ the GPU (or the CPU's thread pool) is never stalled waiting for Python.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +23,12 @@ class LoopState:
     elapsed: float = 0.0  # training seconds before this process (resume)
     best_val_loss: float | None = None
     last_val_loss: float | None = None
+    last_val: dict | None = None  # every validation metric of the last evaluation
+    best_val: dict | None = None  # ... and of the best one by train.best_metric
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations since the best one (early stopping)
+    stopped_early: bool = False
     data: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -39,8 +44,12 @@ def step_generator(seed: int, step: int, rank: int, micro: int):
 
 
 def train(model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt, log, cfg, state,
-          total_steps, tokens_per_step, evaluate=None) -> LoopState:
-    """Train until the first stop condition of ``cfg`` (the ``train`` config); returns the final state."""
+          total_steps, tokens_per_step, evaluate=None, on_best=None) -> LoopState:
+    """Train until the first stop condition of ``cfg`` (the ``train`` config); returns the final state.
+
+    ``tokens_per_step`` None: count the (unpadded) tokens of each batch instead (labelled examples vary in
+    length). ``evaluate()`` returns validation metrics; ``on_best(state)`` runs when ``cfg.best_metric`` improves.
+    """
     import torch
 
     device = placement.device
@@ -57,8 +66,12 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
         micro_batches = batches.next_step()
         step_sum = torch.zeros((), device=device)
         step_count = torch.zeros((), device=device)
+        step_tokens = 0
         for i, blocks in enumerate(micro_batches):
             batch = objective.collate(blocks, step_generator(cfg.seed, state.step, dist.rank, i))
+            if tokens_per_step is None:  # on the CPU tensors, before the copy: no device sync
+                mask = batch.get("attention_mask")
+                step_tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             last = i == len(micro_batches) - 1
             # DDP all-reduces gradients on every backward unless told not to: only on the last micro-step.
@@ -81,8 +94,9 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.tokens += tokens_per_step
-        window_tokens += tokens_per_step
+        step_tokens = tokens_per_step if tokens_per_step is not None else step_tokens * dist.world
+        state.tokens += step_tokens
+        window_tokens += step_tokens
         window_sum += step_sum
         window_count += step_count
         nonfinite |= ~torch.isfinite(step_sum)
@@ -90,8 +104,11 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
 
         # ---- stop conditions (max_time is agreed at log steps so that every process stops together)
         done = bool(total_steps and state.step >= total_steps)
-        done = done or bool(cfg.max_tokens and state.tokens >= cfg.max_tokens)
+        exact_tokens = tokens_per_step is not None  # else each process counts its own (agreed at log steps)
+        done = done or bool(exact_tokens and cfg.max_tokens and state.tokens >= cfg.max_tokens)
         log_now = done or state.step % cfg.log_every == 0
+        if log_now and cfg.max_tokens and not exact_tokens:
+            done = done or not dist.all_true(state.tokens < cfg.max_tokens)
         if log_now and cfg.max_time:
             done = done or not dist.all_true(state.elapsed + time.time() - started < cfg.max_time)
 
@@ -108,11 +125,9 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
             window_sum.zero_(), window_count.zero_()
             window_start, window_tokens = now, 0
         if evaluate is not None and (state.step % cfg.eval_every == 0 or done):
-            val_loss = evaluate()
-            state.last_val_loss = val_loss
-            if state.best_val_loss is None or val_loss < state.best_val_loss:
-                state.best_val_loss = val_loss
-            log.log("eval", state.step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 50)))
+            metrics = evaluate()
+            log.log("eval", state.step, **{f"val_{k}": v for k, v in metrics.items()})
+            done = track_best(state, metrics, cfg, on_best) or done
         if state.step % cfg.save_every == 0 or done:
             if nonfinite.item():
                 raise _nonfinite_failure(state.step, ckpt)
@@ -124,6 +139,32 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
         if done:
             state.elapsed += time.time() - started
             return state
+
+
+def track_best(state: LoopState, metrics: dict, cfg, on_best=None) -> bool:
+    """Record an evaluation; call ``on_best`` when ``cfg.best_metric`` improved. True: stop early (no improvement
+    in ``cfg.patience`` evaluations)."""
+    from ptcli.metrics import higher_is_better
+
+    val_loss = metrics["loss"]
+    state.last_val_loss, state.last_val = val_loss, metrics
+    if state.best_val_loss is None or val_loss < state.best_val_loss:
+        state.best_val_loss = val_loss
+    name = cfg.best_metric
+    if name not in metrics:
+        raise RunFailure(f"train.best_metric '{name}' is not a validation metric of this objective; "
+                         f"it reports: {', '.join(metrics)}", fix="set train.best_metric to one of those")
+    value, sign = metrics[name], 1 if higher_is_better(name) else -1
+    if state.best_metric is None or sign * (value - state.best_metric) > 0:
+        state.best_metric, state.best_step, state.best_val, state.bad_evals = value, state.step, metrics, 0
+        if on_best is not None:
+            on_best(state)
+        return False
+    state.bad_evals += 1
+    if cfg.patience and state.bad_evals >= cfg.patience:
+        state.stopped_early = True
+        return True
+    return False
 
 
 def _nonfinite_failure(step: int, ckpt) -> RunFailure:

@@ -88,7 +88,9 @@ class MetricsLogger:
     def _line(self, kind: str, step: int, v: dict, elapsed: float) -> str:
         total = f"/{self.total}" if self.total else ""
         if kind == "eval":
-            return f"eval step {step}{total} | val_loss {v['val_loss']:.4f} | val_ppl {v['val_ppl']:.2f}"
+            shown = [f"{k} {x:.4f}" if abs(x) < 1000 else f"{k} {x:.1f}" for k, x in v.items()
+                     if isinstance(x, float) and not k.endswith(("_PER", "_LOC", "_ORG", "_MISC"))][:8]
+            return f"eval step {step}{total} | " + " | ".join(shown)
         parts = [] if self.progress else [f"step {step}{total}"]  # the bar shows the step itself
         parts += [f"loss {v['loss']:.4f}", f"lr {v['lr']:.2e}", f"grad_norm {v['grad_norm']:.2f}",
                   f"{v['tokens_per_s']:,.0f} tok/s"]

@@ -5,23 +5,36 @@ from __future__ import annotations
 import math
 
 
-def param_groups(model, weight_decay: float) -> list[dict]:
-    """Decay 2-D+ weights; never biases, norms or embeddings (decaying those hurts and buys nothing)."""
-    decay, no_decay = [], []
+def param_groups(model, weight_decay: float, lr: float | None = None, scales: dict | None = None) -> list[dict]:
+    """Decay 2-D+ weights; never biases, norms or embeddings (decaying those hurts and buys nothing).
+
+    ``scales`` (parameter name -> learning-rate multiplier, layer-wise decay) splits the groups further.
+    """
+    groups: dict[tuple, list] = {}
     embedding_ids = {id(m.weight) for m in model.modules() if type(m).__name__ == "Embedding"}
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and id(p) not in embedding_ids else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = p.ndim >= 2 and id(p) not in embedding_ids
+        groups.setdefault((decays, (scales or {}).get(name, 1.0)), []).append(p)
+    if not scales:  # the two plain groups, in a fixed order (optimizer state in checkpoints relies on it)
+        return [{"params": groups.get((True, 1.0), []), "weight_decay": weight_decay},
+                {"params": groups.get((False, 1.0), []), "weight_decay": 0.0}]
+    return [{"params": ps, "weight_decay": weight_decay if decays else 0.0, "lr": lr * scale}
+            for (decays, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
 
-def build_optimizer(optim_cfg, model, device_type: str):
-    """AdamW over ``param_groups``; the fused kernel on CUDA."""
+def build_optimizer(optim_cfg, model, device_type: str, layer_decay: float | None = None):
+    """AdamW over ``param_groups``; the fused kernel on CUDA. ``layer_decay``: layer-wise learning-rate decay."""
     import torch
 
+    scales = None
+    if layer_decay is not None and layer_decay != 1.0:
+        from ptcli.training.finetune import layer_scales
+
+        scales = layer_scales(model, layer_decay)
     kwargs = {"fused": True} if device_type == "cuda" else {}
-    return torch.optim.AdamW(param_groups(model, optim_cfg.weight_decay), lr=optim_cfg.lr,
+    return torch.optim.AdamW(param_groups(model, optim_cfg.weight_decay, optim_cfg.lr, scales), lr=optim_cfg.lr,
                              betas=tuple(optim_cfg.betas), eps=optim_cfg.eps, **kwargs)
 
 
@@ -43,6 +56,7 @@ def build_scheduler(sched_cfg, optimizer, total_steps: int):
 
     import torch
 
-    fn = partial(lr_factor, name=sched_cfg.name, warmup=sched_cfg.warmup_steps, total=total_steps,
+    warmup = max(sched_cfg.warmup_steps, round(getattr(sched_cfg, "warmup_ratio", 0.0) * total_steps))
+    fn = partial(lr_factor, name=sched_cfg.name, warmup=warmup, total=total_steps,
                  min_ratio=sched_cfg.min_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)

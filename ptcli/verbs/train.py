@@ -20,7 +20,7 @@ def run(cfg, run_dir: Path) -> dict:
     import torch
 
     from ptcli.config.build import build
-    from ptcli.data.pipeline import prepare_corpus, resolve_tokenizer
+    from ptcli.data.pipeline import resolve_tokenizer
     from ptcli.training import checkpoint, device, distributed, optim
     from ptcli.training.loop import LoopState, train
     from ptcli.training.metrics_log import MetricsLogger
@@ -37,27 +37,35 @@ def run(cfg, run_dir: Path) -> dict:
         objective = build(cfg.objective, "objective")
         tokenizer = resolve_tokenizer(cfg, objective, cache_dir(cfg), dist, log.info)
         objective.bind(tokenizer)
-        corpus = prepare_corpus(cfg, objective, tokenizer, cache_dir(cfg), dist, log.info)
+        data = prepare_data(cfg, objective, tokenizer, dist, log.info)
 
         from ptcli.models import build_model
+        from ptcli.training import finetune
 
         torch.manual_seed(cfg.train.seed)  # the same initial weights whatever ran before
-        model = build_model(cfg.model, objective.head, tokenizer)
+        model = build_model(cfg.model, objective.head, tokenizer, log=log.info, **objective.head_kwargs())
+        if getattr(objective, "labelled", False):
+            objective.finish_model(model)
+        tune = cfg.get("tune")
+        if tune is not None:
+            finetune.freeze(model, tune, log.info)
+        if cfg.get("peft") is not None:
+            model = finetune.apply_peft(model, cfg.peft, objective.head, log.info)
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(placement.device)
         n_params = sum(p.numel() for p in model.parameters())
-        log.info(f"model: {model.config.model_type}, {n_params / 1e6:.2f}M parameters, on {placement.device} "
-                 f"in {placement.precision}" + (f", {dist.world} processes" if dist.enabled else ""))
-        optimizer = optim.build_optimizer(cfg.optim, model, placement.device.type)
-        total_steps = planned_steps(cfg, len(corpus.train_indices))
+        n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info(f"model: {model.config.model_type}, {n_params / 1e6:.2f}M parameters"
+                 + (f" ({n_trainable / 1e6:.2f}M trainable)" if n_trainable != n_params else "")
+                 + f", on {placement.device} in {placement.precision}"
+                 + (f", {dist.world} processes" if dist.enabled else ""))
+        optimizer = optim.build_optimizer(cfg.optim, model, placement.device.type,
+                                          layer_decay=tune.layer_lr_decay if tune is not None else None)
+        total_steps = planned_steps(cfg, data.n_train)
         scheduler = optim.build_scheduler(cfg.scheduler, optimizer, total_steps or 0)
         scaler = placement.scaler()
-
-        from ptcli.data.loader import BlockBatches
-
-        batches = BlockBatches(corpus.train_blocks, corpus.train_indices, cfg.train.batch_size, cfg.train.seed,
-                               dist.rank, dist.world, cfg.train.grad_accum)
+        batches = data.batches(cfg, dist)
         ckpt = checkpoint.CheckpointManager(run_dir, cfg.train.keep_last)
         state = LoopState()
         found = checkpoint.find_checkpoint(cfg.train.resume, run_dir)
@@ -74,20 +82,26 @@ def run(cfg, run_dir: Path) -> dict:
         train_model = distributed.apply_ddp(model, dist, placement.device)
         if cfg.device.compile:
             train_model = torch.compile(train_model)
-        tokens_per_step = cfg.train.batch_size * cfg.dataset.seq_len
+        tokens_per_step = None if data.labelled else cfg.train.batch_size * cfg.dataset.seq_len
 
-        def evaluate() -> float:
-            return validation_loss(train_model, objective, corpus, cfg, dist, placement)
+        def evaluate() -> dict:
+            return validation_metrics(train_model, objective, data, cfg, dist, placement)
+
+        def on_best(state) -> None:
+            if dist.is_rank0 and cfg.train.export == "best":
+                checkpoint.export_model(model, tokenizer, run_dir / "best")
+                (run_dir / "best" / "ptcli_best.json").write_text(json.dumps(
+                    {"step": state.step, "metric": cfg.train.best_metric, "value": state.best_metric}) + "\n")
 
         log.begin(total_steps, state.step)
         state = train(train_model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt, log,
                       cfg.train, state, total_steps, tokens_per_step,
-                      evaluate=evaluate if len(corpus.val_indices) else None)
+                      evaluate=evaluate if data.n_val else None, on_best=on_best)
         summary = {}
         if dist.is_rank0:
-            checkpoint.export_model(model, tokenizer, run_dir / "model")
-            summary = write_summary(run_dir, cfg, state, corpus, n_params, time.time() - wall_start)
-            log.info(f"done: {state.step} steps, final model in {run_dir / 'model'}")
+            final = finetune.export_final(model, tokenizer, run_dir, cfg, log.info)
+            summary = write_summary(run_dir, cfg, state, data, n_params, time.time() - wall_start)
+            log.info(f"done: {state.step} steps, final model in {final}")
         return summary
     finally:
         log.close()
@@ -95,6 +109,44 @@ def run(cfg, run_dir: Path) -> dict:
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
+
+
+class TrainData:
+    """What the loop trains and validates on: packed blocks (pretraining) or labelled examples (fine-tuning)."""
+
+    def __init__(self, corpus=None, examples=None):
+        self.corpus, self.examples = corpus, examples
+        self.labelled = examples is not None
+        self.n_train = len(examples.train) if self.labelled else len(corpus.train_indices)
+        self.n_val = len(examples.val) if self.labelled else len(corpus.val_indices)
+
+    def batches(self, cfg, dist):
+        from ptcli.data.examples import ExampleBatches
+        from ptcli.data.loader import BlockBatches
+
+        args = (cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, cfg.train.grad_accum)
+        if self.labelled:
+            return ExampleBatches(self.examples.train, range(self.n_train), *args)
+        return BlockBatches(self.corpus.train_blocks, self.corpus.train_indices, *args)
+
+    def val_batches(self, micro: int, limit: int | None, dist):
+        from ptcli.data.examples import example_batches
+        from ptcli.data.loader import eval_batches
+
+        if self.labelled:
+            return example_batches(self.examples.val, micro, limit, dist.rank, dist.world)
+        return eval_batches(self.corpus.val_blocks, self.corpus.val_indices, micro, limit, dist.rank, dist.world)
+
+
+def prepare_data(cfg, objective, tokenizer, dist, log) -> TrainData:
+    """Packed blocks for language modelling, encoded labelled examples for fine-tuning objectives."""
+    if getattr(objective, "labelled", False):
+        from ptcli.data.examples import prepare_examples
+
+        return TrainData(examples=prepare_examples(cfg, objective, log if dist.is_rank0 else (lambda _m: None)))
+    from ptcli.data.pipeline import prepare_corpus
+
+    return TrainData(corpus=prepare_corpus(cfg, objective, tokenizer, cache_dir(cfg), dist, log))
 
 
 def planned_steps(cfg, n_train_blocks: int) -> int | None:
@@ -109,37 +161,42 @@ def planned_steps(cfg, n_train_blocks: int) -> int | None:
     return min(candidates) if candidates else None
 
 
-def validation_loss(model, objective, corpus, cfg, dist, placement) -> float:
-    """Token-weighted mean loss over (up to eval_batches of) the validation blocks, all processes together."""
+def validation_metrics(model, objective, data, cfg, dist, placement) -> dict:
+    """The objective's validation metrics (loss first) over (up to eval_batches of) the validation data, all
+    processes together. Streaming: only counts are kept, never logits."""
     import torch
 
-    from ptcli.data.loader import eval_batches
     from ptcli.training.loop import step_generator
 
     micro = cfg.train.batch_size // (cfg.train.grad_accum * dist.world)
-    # eval_batches counts batches of train.batch_size blocks: the same validation blocks whatever grad_accum
-    # and the number of processes, which only cut them into smaller micro-batches.
+    # eval_batches counts batches of train.batch_size: the same validation data whatever grad_accum and the
+    # number of processes, which only cut them into smaller micro-batches.
     limit = cfg.train.eval_batches and cfg.train.eval_batches * cfg.train.grad_accum * dist.world
-    totals = torch.zeros(2, device=placement.device)
+    evaluator = objective.evaluator()
     model.eval()
     with torch.no_grad():
-        for i, blocks in enumerate(eval_batches(corpus.val_blocks, corpus.val_indices, micro, limit,
-                                                dist.rank, dist.world)):
+        for i, items in enumerate(data.val_batches(micro, limit, dist)):
             # A fixed generator per batch: masked-LM validation sees the same masks at every evaluation.
             # Seeded by the global batch index, so 1 or N processes mask the same way.
-            batch = objective.collate(blocks, step_generator(cfg.train.seed + 1, 0, 0, i * dist.world + dist.rank))
+            batch = objective.collate(items, step_generator(cfg.train.seed + 1, 0, 0, i * dist.world + dist.rank))
             batch = {k: v.to(placement.device) for k, v in batch.items()}
             with placement.autocast():
-                out = objective.loss(model, batch)
-            totals[0] += out.sum.float()
-            totals[1] += out.count
+                evaluator.update(model, batch)
     model.train()
-    totals = dist.reduce_sum(totals)
-    return (totals[0] / totals[1].clamp(min=1)).item()
+    states = dist.gather_objects(evaluator.state())
+    for other in states[:dist.rank] + states[dist.rank + 1:]:
+        evaluator.merge(other)
+    metrics = evaluator.compute()
+    if not data.labelled:
+        metrics["ppl"] = math.exp(min(metrics["loss"], 50))
+    return metrics
 
 
-def write_summary(run_dir: Path, cfg, state, corpus, n_params: int, wall: float) -> dict:
+def write_summary(run_dir: Path, cfg, state, data, n_params: int, wall: float) -> dict:
     """``summary.json``: what a person (or a Makefile) wants to know about the finished run."""
+    if data.labelled:
+        return write_finetune_summary(run_dir, state, data, n_params, wall)
+    corpus = data.corpus
     summary = {
         "steps": state.step,
         "tokens": state.tokens,
@@ -155,6 +212,26 @@ def write_summary(run_dir: Path, cfg, state, corpus, n_params: int, wall: float)
         "tokens_per_second": round(state.tokens / state.elapsed, 1) if state.elapsed else None,
         "train_blocks": len(corpus.train_indices),
         "val_blocks": len(corpus.val_indices),
+        "model_dir": str(run_dir / "model"),
+        "run_dir": str(run_dir),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def write_finetune_summary(run_dir: Path, state, data, n_params: int, wall: float) -> dict:
+    summary = {
+        "steps": state.step,
+        "parameters": n_params,
+        "final_val": state.last_val,
+        "best_val": state.best_val,
+        "best_step": state.best_step,
+        "best_metric": state.best_metric,
+        "stopped_early": state.stopped_early,
+        "train_seconds": round(state.elapsed, 2),
+        "wall_seconds": round(wall, 2),
+        "train_examples": data.n_train,
+        "val_examples": data.n_val,
         "model_dir": str(run_dir / "model"),
         "run_dir": str(run_dir),
     }

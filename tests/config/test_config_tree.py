@@ -31,7 +31,7 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
     """The overrides a composition needs for its required (???) values."""
     args = []
     chosen_dataset = option if group == "dataset" else ("csv" if verb == "finetune" else "tiny-corpus")
-    if chosen_dataset in ("text", "jsonl", "csv"):
+    if chosen_dataset in ("text", "jsonl", "csv", "conll"):
         args.append(f"dataset.files=[{inputs / 'a.csv' if chosen_dataset == 'csv' else inputs / 'a.txt'}]")
     if chosen_dataset == "hf":
         args.append("dataset.hf_name=some/dataset")
@@ -49,20 +49,32 @@ def points():
                 yield verb, group, option
 
 
+# What each shipped model option is, as far as validation can tell before loading anything.
+MODEL_KIND = {"gpt2-tiny": "decoder", "gpt2-small": "decoder", "llama-tiny": "decoder", "llama-small": "decoder",
+              "bert-tiny": "encoder", "bert-small": "encoder", "minilm": "encoder", "t5-tiny": "seq2seq",
+              "from-path": "decoder",  # the folder in `inputs` holds a gpt2
+              "gpt2": "decoder", "bert-base": "hub"}  # bert-base: arch unknown before the Hub load
+OBJECTIVE_NEEDS = {"clm": "decoder", "sft": "decoder", "mlm": "encoder", "seq2seq": "seq2seq"}
+VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
+                 "evaluate": ("from-path", "clm"), "generate": ("from-path", None), "tokenizer": (None, None)}
+
+
 def expected_invalid(verb: str, group: str | None, option: str | None) -> str | None:
     """Combinations the cross-field rules must reject (the message they must give), else None."""
     import importlib.util
 
     if option == "tensorboard" and verb in ("pretrain", "finetune") and importlib.util.find_spec("tensorboard") is None:
         return "needs the tensorboard package"
-    if group == "objective" and option == "mlm" and verb == "evaluate":
-        return "objective mlm needs an encoder"  # evaluate's model is a gpt2 folder here
-    if group == "objective" and option == "clm" and verb == "finetune":
-        return "objective clm needs a causal"  # finetune's default model is bert-tiny
-    if group == "model" and option and option.startswith("bert") and verb == "pretrain":
-        return "objective clm needs a causal"
-    if group == "model" and option and not option.startswith("bert") and verb == "finetune" and option != "from-path":
-        return None
+    model, objective = VERB_DEFAULTS[verb]
+    if group == "model" and verb not in ("generate", "evaluate"):  # those always get model.path (a gpt2)
+        model = option
+    if group == "objective":
+        objective = option
+        if option == "mlm" and verb != "evaluate":
+            model = "bert-tiny"  # objective=mlm selects an encoder unless a model is named
+    need, kind = OBJECTIVE_NEEDS.get(objective), MODEL_KIND.get(model)
+    if need and kind not in (None, "hub", need):
+        return f"objective {objective} needs"
     return None
 
 
@@ -85,8 +97,8 @@ def test_every_option_composes_and_validates(verb, group, option, inputs):
 def test_pretrain_model_objective_pairs(model, objective, inputs):
     args = [f"objective={objective}", f"model={model}"] + required_values("pretrain", inputs, "model", model)
     cfg = compose("pretrain", args)
-    is_encoder = model.startswith("bert")
-    if is_encoder == (objective == "mlm"):  # the from-path folder here holds a gpt2 (decoder)
+    kind = MODEL_KIND[model]
+    if kind == "hub" or kind == OBJECTIVE_NEEDS[objective]:
         validate("pretrain", cfg)
     else:
         with pytest.raises(Exception, match=f"objective {objective} needs"):
@@ -94,7 +106,8 @@ def test_pretrain_model_objective_pairs(model, objective, inputs):
 
 
 SECTION_SCHEMAS = {"model": schema.ModelConfig, "dataset": schema.DatasetConfig, "device": schema.DeviceConfig,
-                   "optim": schema.OptimConfig, "scheduler": schema.SchedulerConfig, "logger": schema.LoggerConfig}
+                   "optim": schema.OptimConfig, "scheduler": schema.SchedulerConfig, "logger": schema.LoggerConfig,
+                   "peft": schema.PeftConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -1,0 +1,172 @@
+"""Sequence classification (cross-entropy) and regression (``num_labels: 1``, mean squared error).
+
+Single sentences or pairs (``dataset.text_pair_column``). Labels may be strings or integers: the label map
+is discovered from the training data (integers in numeric order, strings alphabetically) and written into the
+saved model's ``id2label``/``label2id``.
+"""
+
+from __future__ import annotations
+
+from ptcli.errors import PtcliError
+from ptcli.objectives.base import Evaluator, LabelledObjective, LossOutput
+from ptcli.objectives.labels import LabelMap, text_value
+
+
+class SequenceClassification(LabelledObjective):
+    head = "sequence_classification"
+    tokenizer_kind = "wordpiece"
+
+    def __init__(self, num_labels: int | None = None):
+        if num_labels is not None and num_labels < 1:
+            raise PtcliError(f"objective.num_labels must be at least 1, got {num_labels}",
+                             fix="use objective.num_labels=1 for regression, >= 2 for classes, or null to discover")
+        self.num_labels = num_labels
+        self.labels: LabelMap | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.num_labels == 1
+
+    def setup(self, data_cfg, train_records, log) -> None:
+        super().setup(data_cfg, train_records, log)
+        self.label_key = "dataset.label_column"
+        self.label_column = data_cfg.label_column or "label"
+        if self.regression:
+            return
+        self.labels = LabelMap.discover(
+            ((record, where) for where, record in train_records if _has_text(record, data_cfg)),
+            self.label_column)
+        self.labels.check_count(self.num_labels, self.label_column)
+        self.num_labels = len(self.labels)
+        log(f"labels: {self.labels.describe()}")
+
+    def encode(self, records: list, wheres: list) -> list:
+        data = self.data
+        texts, pairs, keep = [], [], []
+        for record, where in zip(records, wheres):
+            text = text_value(record, data.text_column, "dataset.text_column", where)
+            pair = (text_value(record, data.text_pair_column, "dataset.text_pair_column", where)
+                    if data.text_pair_column else None)
+            if not text.strip() or (pair is not None and not pair.strip()):
+                keep.append(None)
+                continue
+            keep.append(self._label(record, where))
+            texts.append(text)
+            pairs.append(pair)
+        if not texts:
+            return keep
+        enc = self.tokenizer(texts, pairs if data.text_pair_column else None, truncation=True,
+                             max_length=self.max_len, return_token_type_ids=bool(data.text_pair_column))
+        out, j = [], 0
+        for label in keep:
+            if label is None:
+                out.append(None)
+                continue
+            example = {"input_ids": enc["input_ids"][j], "label": label}
+            if "token_type_ids" in enc:
+                example["token_type_ids"] = enc["token_type_ids"][j]
+            out.append(example)
+            j += 1
+        return out
+
+    def _label(self, record: dict, where: str):
+        from ptcli.data.records import column
+
+        value = column(record, self.label_column, self.label_key, where)
+        if self.regression:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise PtcliError(f"regression label {value!r} is not a number", where=where,
+                                 fix="objective.num_labels=1 means regression; use null to discover classes"
+                                 ) from None
+        return self.labels.id_of(value, where)
+
+    def collate(self, examples, generator=None) -> dict:
+        import torch
+
+        pad = self.tokenizer.pad_token_id or 0
+        batch = {"input_ids": self.pad([e["input_ids"] for e in examples], pad),
+                 "attention_mask": self.pad([[1] * len(e["input_ids"]) for e in examples], 0)}
+        if "token_type_ids" in examples[0]:
+            batch["token_type_ids"] = self.pad([e["token_type_ids"] for e in examples], 0)
+        dtype = torch.float if self.regression else torch.long
+        batch["labels"] = torch.tensor([e["label"] for e in examples], dtype=dtype)
+        return batch
+
+    def logits(self, model, batch):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if "token_type_ids" in inputs and not _takes_token_types(model):
+            del inputs["token_type_ids"]  # e.g. Llama: the separator token alone marks the pair
+        return model(**inputs).logits
+
+    def loss_from_logits(self, logits, labels) -> LossOutput:
+        import torch.nn.functional as F
+
+        if self.regression:
+            total = F.mse_loss(logits.float().squeeze(-1), labels.float(), reduction="sum")
+        else:
+            total = F.cross_entropy(logits.float(), labels, reduction="sum")
+        return LossOutput(total, labels.new_tensor(labels.numel(), dtype=total.dtype))
+
+    def loss(self, model, batch) -> LossOutput:
+        return self.loss_from_logits(self.logits(model, batch), batch["labels"])
+
+    def evaluator(self) -> Evaluator:
+        return ClassificationEvaluator(self)
+
+    def head_kwargs(self) -> dict:
+        if self.regression:
+            return {"num_labels": 1, "problem_type": "regression"}
+        return {"num_labels": self.num_labels, "id2label": self.labels.id2label(),
+                "label2id": self.labels.label2id(), "problem_type": "single_label_classification"}
+
+    def finish_model(self, model) -> None:
+        for key, value in self.head_kwargs().items():
+            setattr(model.config, key, value)
+
+
+class ClassificationEvaluator(Evaluator):
+    """Loss plus accuracy / F1 / MCC (classes) or MSE / Pearson / Spearman (regression), streamed."""
+
+    def __init__(self, objective):
+        from ptcli import metrics
+
+        super().__init__(objective)
+        self.metric = (metrics.RegressionMetrics() if objective.regression
+                       else metrics.ClassificationMetrics(objective.num_labels))
+
+    def update(self, model, batch) -> None:
+        logits = self.objective.logits(model, batch)
+        self.add_loss(self.objective.loss_from_logits(logits, batch["labels"]))
+        if self.objective.regression:
+            preds = logits.float().squeeze(-1)
+        else:
+            preds = logits.argmax(-1)
+        self.metric.update(preds.cpu().numpy(), batch["labels"].cpu().numpy())
+
+    def state(self) -> dict:
+        return super().state() | {"metric": self.metric.state_dict()}
+
+    def merge(self, state: dict) -> None:
+        super().merge(state)
+        other = type(self.metric)() if self.objective.regression else type(self.metric)(self.objective.num_labels)
+        other.load_state_dict(state["metric"])
+        self.metric.merge(other)
+
+    def compute(self) -> dict:
+        return super().compute() | {k: v for k, v in self.metric.compute().items() if k != "count"}
+
+
+def _takes_token_types(model) -> bool:
+    import inspect
+
+    from ptcli.training.distributed import unwrap
+
+    return "token_type_ids" in inspect.signature(unwrap(model).forward).parameters
+
+
+def _has_text(record: dict, data_cfg) -> bool:
+    """Rows skipped as empty do not contribute labels (a missing column is reported by encode)."""
+    value = record.get(data_cfg.text_column, "?")
+    return not isinstance(value, str) or bool(value.strip())

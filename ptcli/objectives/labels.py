@@ -1,0 +1,89 @@
+"""Label maps discovered from training data, and the checks that keep evaluation labels honest."""
+
+from __future__ import annotations
+
+from ptcli.errors import PtcliError
+
+
+def label_key(value) -> str:
+    """Labels compare as text: 1 (JSON) and "1" (CSV) are the same label; floats like 1.0 become "1"."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+class LabelMap:
+    """Label name <-> id. Integer-like labels sort numerically (so "0", "1", "10"), others alphabetically."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+    @classmethod
+    def discover(cls, pairs, column: str = "label", key: str = "dataset.label_column") -> LabelMap:
+        from ptcli.data.records import column as get
+
+        seen: set[str] = set()
+        for record, where in pairs:
+            value = get(record, column, key, where) if column else record
+            for v in value if isinstance(value, list) else [value]:
+                if v is None or label_key(v) == "":
+                    raise PtcliError("a training row has an empty label", where=where,
+                                     fix="give every row a label, or remove the row")
+                seen.add(label_key(v))
+        if not seen:
+            raise PtcliError("no labels found in the training data", fix="check dataset.label_column")
+        numeric = all(_is_int(s) for s in seen)
+        return cls(sorted(seen, key=int) if numeric else sorted(seen))
+
+    @classmethod
+    def from_config(cls, id2label: dict) -> LabelMap:
+        return cls([id2label[i] for i in sorted(id2label, key=int)])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def id_of(self, value, where: str) -> int:
+        key = label_key(value)
+        if key not in self.index:
+            shown = ", ".join(self.names[:20]) + (" ..." if len(self.names) > 20 else "")
+            raise PtcliError(f"label '{key}' was never seen in training; the training labels are: {shown}",
+                             where=where, fix="fix the label, or add examples of it to the training data")
+        return self.index[key]
+
+    def check_count(self, num_labels: int | None, column: str) -> None:
+        if num_labels is not None and num_labels != len(self):
+            raise PtcliError(f"objective.num_labels={num_labels} but the training data has {len(self)} "
+                             f"labels in column '{column}': {self.describe()}",
+                             fix=f"set objective.num_labels={len(self)} or null (discover from the data)")
+
+    def describe(self) -> str:
+        shown = ", ".join(self.names[:12]) + (f" ... ({len(self)} in all)" if len(self) > 12 else "")
+        return f"{len(self)} ({shown})"
+
+    def id2label(self) -> dict:
+        return dict(enumerate(self.names))
+
+    def label2id(self) -> dict:
+        return dict(self.index)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def text_value(record: dict, column: str, key: str, where: str) -> str:
+    """The text in ``record[column]`` ('' for null), or a clear error for a missing or non-text column."""
+    from ptcli.data.records import column as get
+
+    value = get(record, column, key, where)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PtcliError(f"column '{column}' holds a {type(value).__name__}, not text", where=where,
+                         fix=f"point {key} at a column of strings")
+    return value

@@ -1,0 +1,122 @@
+"""Instruction tuning (SFT) of causal LMs: the loss covers response tokens only.
+
+Records hold a prompt (``dataset.text_column``, or ``prompt_template`` formatted with the record's fields) and
+a response (``dataset.label_column``), or chat ``messages`` formatted with the tokenizer's chat template (a
+default ChatML template when it has none; then assistant turns are the targets).
+"""
+
+from __future__ import annotations
+
+from ptcli.errors import PtcliError
+from ptcli.objectives.base import LabelledObjective, LossOutput, summed_cross_entropy
+from ptcli.objectives.labels import text_value
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+DEFAULT_PROMPT_SUFFIX = "\n"
+
+
+class SFT(LabelledObjective):
+    head = "causal_lm"
+    tokenizer_kind = "bpe"
+
+    def __init__(self, prompt_template: str | None = None, messages_column: str | None = None, packing: bool = False):
+        if prompt_template:  # "\n" typed on a command line or in single-quoted YAML means a newline
+            prompt_template = prompt_template.replace("\\n", "\n").replace("\\t", "\t")
+        self.prompt_template, self.messages_column, self.packing_enabled = prompt_template, messages_column, packing
+
+    def bind(self, tokenizer) -> None:
+        super().bind(tokenizer)
+        if self.messages_column and not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE  # saved with the tokenizer: generate uses it too
+        if tokenizer.eos_token_id is None:
+            raise PtcliError("the tokenizer has no end-of-sequence token, which SFT appends to every response",
+                             fix="use a causal LM tokenizer with an eos token")
+
+    def setup(self, data_cfg, train_records, log) -> None:
+        super().setup(data_cfg, train_records, log)
+        if not self.messages_column and not data_cfg.label_column:
+            raise PtcliError("objective=sft needs the response column (or chat messages)",
+                             fix="set dataset.label_column=response, or objective.messages_column=messages")
+
+    def prompt_text(self, record: dict, where: str) -> str:
+        if self.prompt_template:
+            try:
+                return self.prompt_template.format(**record)
+            except KeyError as e:
+                raise PtcliError(f"objective.prompt_template names the field {e}, which the record lacks; the "
+                                 f"fields are: {', '.join(record)}", where=where,
+                                 fix="use {field} names that every record has") from None
+        return text_value(record, self.data.text_column, "dataset.text_column", where)
+
+    def segments(self, record: dict, where: str) -> list[tuple[str, bool]]:
+        """(text, is_target) pieces in order."""
+        if self.messages_column:
+            from ptcli.data.records import column
+
+            messages = column(record, self.messages_column, "objective.messages_column", where)
+            if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+                raise PtcliError(f"'{self.messages_column}' must be a list of {{role, content}} objects",
+                                 where=where, fix="write messages like [{\"role\": \"user\", \"content\": \"...\"}]")
+            render = self.tokenizer.apply_chat_template
+            pieces, before = [], ""
+            for i, message in enumerate(messages):
+                text = render(messages[: i + 1], tokenize=False)
+                if message["role"] == "assistant":  # the header is prompt, the content and end mark are target
+                    header = render(messages[:i], tokenize=False, add_generation_prompt=True)
+                    pieces += [(header[len(before):], False), (text[len(header):], True)]
+                else:
+                    pieces.append((text[len(before):], False))
+                before = text
+            return pieces
+        prompt = self.prompt_text(record, where)
+        response = text_value(record, self.data.label_column, "dataset.label_column", where)
+        if not response.strip():
+            return []
+        return [(prompt + DEFAULT_PROMPT_SUFFIX if prompt else "", False), (response, True)]
+
+    def encode(self, records: list, wheres: list) -> list:
+        eos = self.tokenizer.eos_token_id
+        out = []
+        for record, where in zip(records, wheres):
+            pieces = self.segments(record, where)
+            if not any(target and text.strip() for text, target in pieces):
+                out.append(None)
+                continue
+            ids, labels = [], []
+            for text, target in pieces:
+                piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids += piece
+                labels += piece if target else [-100] * len(piece)
+            if not self.messages_column:
+                ids, labels = ids + [eos], labels + [eos]
+            out.append({"input_ids": ids[: self.max_len], "labels": labels[: self.max_len]})
+        return out
+
+    def postprocess(self, examples: list) -> list:
+        """With ``packing``, concatenate examples into sequences of up to seq_len tokens (fewer pad tokens)."""
+        if not self.packing_enabled:
+            return examples
+        packed, ids, labels = [], [], []
+        for e in examples:
+            if ids and len(ids) + len(e["input_ids"]) > self.max_len:
+                packed.append({"input_ids": ids, "labels": labels})
+                ids, labels = [], []
+            ids, labels = ids + e["input_ids"], labels + e["labels"]
+        if ids:
+            packed.append({"input_ids": ids, "labels": labels})
+        return packed
+
+    def collate(self, examples, generator=None) -> dict:
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        return {"input_ids": self.pad([e["input_ids"] for e in examples], pad),
+                "attention_mask": self.pad([[1] * len(e["input_ids"]) for e in examples], 0),
+                "labels": self.pad([e["labels"] for e in examples], -100)}
+
+    def loss(self, model, batch) -> LossOutput:
+        import torch.nn.functional as F
+
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return summed_cross_entropy(logits, F.pad(batch["labels"][:, 1:], (0, 1), value=-100))
