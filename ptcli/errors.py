@@ -8,7 +8,7 @@ import sys
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # the run started and failed; the last good checkpoint is intact
 EXIT_USAGE = 2  # bad command line, bad config or bad input data: nothing was run
-EXIT_PREEMPTED = 3  # reserved: stopped by a signal after writing a checkpoint
+EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGUSR1 after writing a checkpoint; resume with train.resume=auto
 
 
 class PtcliError(Exception):
@@ -40,6 +40,15 @@ class RunFailure(PtcliError):
     """A failure after the run started (exit code 1); the run directory is named in ``where``."""
 
     exit_code = EXIT_RUNTIME
+
+
+class Preempted(PtcliError):
+    """The run stopped on a signal after writing a checkpoint (exit code 3): not a failure, resumable."""
+
+    exit_code = EXIT_PREEMPTED
+
+    def message(self) -> str:
+        return super().message().replace("ptcli: error:", "ptcli: stopped:", 1)
 
 
 def debug_enabled() -> bool:

@@ -57,7 +57,8 @@ def run_verb(verb: str, args: list[str], *, dry_run=False, multirun=False, confi
         if RUNNERS.get(verb) is None:
             raise PtcliError(f"`ptcli {verb}` is not built yet: {NOT_BUILT[verb]} is still to come",
                              fix=f"Only `ptcli {verb} --dry-run` and `ptcli config {verb}` work for now")
-        return launch(verb, args, multirun=multirun, config_dirs=config_dirs)
+        stable = (data.get("train") or {}).get("resume") == "auto"
+        return launch(verb, args, multirun=multirun, config_dirs=config_dirs, slurm_dir=stable)
     except PtcliError as e:
         return report(e)
 
@@ -85,12 +86,21 @@ def swapped_argv(argv: list[str]):
         sys.argv = saved
 
 
-def launch(verb: str, args: list[str], *, multirun=False, config_dirs=()) -> int:
-    """Hand the overrides to ``hydra.main`` (sweeps, launchers and run dirs are Hydra's), return the exit code."""
+def launch(verb: str, args: list[str], *, multirun=False, config_dirs=(), slurm_dir=False) -> int:
+    """Hand the overrides to ``hydra.main`` (sweeps, launchers and run dirs are Hydra's), return the exit code.
+
+    ``slurm_dir`` (train.resume=auto): inside a Slurm job the run directory is named after the job, so a
+    requeued job finds its own checkpoints."""
     import hydra
 
     extra = search_path_override(paths.user_config_dirs(config_dirs))
-    if env_world_size() > 1 and not multirun and not any(a.startswith("hydra.run.dir=") for a in args):
+    own_dir = multirun or any(a.startswith("hydra.run.dir=") for a in args)
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    if slurm_dir and job and not own_dir:
+        extra.append(f"hydra.run.dir=${{run.out_dir}}/{verb}/slurm-{job}")
+    elif env_world_size() > 1 and not own_dir:
         # One run directory for the whole torchrun job: every process takes rank 0's timestamp.
         from datetime import datetime
 

@@ -117,6 +117,7 @@ class TrainConfig:
     best_metric: str = "loss"  # the validation metric that picks the best evaluation (e.g. accuracy, f1)
     patience: Optional[int] = None  # early stopping: evaluations without improvement before stopping
     export: Literal["last", "best"] = "last"  # which weights become model/
+    requeue: bool = False  # on SIGTERM/SIGUSR1 under Slurm: checkpoint, then `scontrol requeue` the job
 
 
 @dataclass

@@ -29,6 +29,7 @@ class LoopState:
     best_step: int | None = None
     bad_evals: int = 0  # evaluations since the best one (early stopping)
     stopped_early: bool = False
+    preempted: bool = False
     data: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -44,11 +45,13 @@ def step_generator(seed: int, step: int, rank: int, micro: int):
 
 
 def train(model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt, log, cfg, state,
-          total_steps, tokens_per_step, evaluate=None, on_best=None) -> LoopState:
+          total_steps, tokens_per_step, evaluate=None, on_best=None, preemption=None) -> LoopState:
     """Train until the first stop condition of ``cfg`` (the ``train`` config); returns the final state.
 
     ``tokens_per_step`` None: count the (unpadded) tokens of each batch instead (labelled examples vary in
     length). ``evaluate()`` returns validation metrics; ``on_best(state)`` runs when ``cfg.best_metric`` improves.
+    ``preemption.requested`` (a signal) stops the run after the current step, with a checkpoint: the state
+    returned then has ``preempted`` set.
     """
     import torch
 
@@ -109,6 +112,11 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
         log_now = done or state.step % cfg.log_every == 0
         if log_now and cfg.max_tokens and not exact_tokens:
             done = done or not dist.all_true(state.tokens < cfg.max_tokens)
+        # a signal to any process stops them all after this step (one small CPU all-reduce when distributed)
+        preempted = preemption is not None and not dist.all_true(not preemption.requested)
+        state.preempted = preempted and not done
+        done = done or preempted
+        log_now = log_now or done
         if log_now and cfg.max_time:
             done = done or not dist.all_true(state.elapsed + time.time() - started < cfg.max_time)
 
@@ -124,7 +132,7 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
                     epoch=round(batches.epoch, 4))
             window_sum.zero_(), window_count.zero_()
             window_start, window_tokens = now, 0
-        if evaluate is not None and (state.step % cfg.eval_every == 0 or done):
+        if evaluate is not None and (state.step % cfg.eval_every == 0 or (done and not state.preempted)):
             metrics = evaluate()
             log.log("eval", state.step, **{f"val_{k}": v for k, v in metrics.items()})
             done = track_best(state, metrics, cfg, on_best) or done

@@ -94,9 +94,14 @@ def run(cfg, run_dir: Path) -> dict:
                     {"step": state.step, "metric": cfg.train.best_metric, "value": state.best_metric}) + "\n")
 
         log.begin(total_steps, state.step)
-        state = train(train_model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt, log,
-                      cfg.train, state, total_steps, tokens_per_step,
-                      evaluate=evaluate if data.n_val else None, on_best=on_best)
+        from ptcli.training.preempt import Preemption
+
+        with Preemption() as preemption:
+            state = train(train_model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt,
+                          log, cfg.train, state, total_steps, tokens_per_step,
+                          evaluate=evaluate if data.n_val else None, on_best=on_best, preemption=preemption)
+        if state.preempted:
+            stopped(cfg, run_dir, state, preemption.signal_name, dist, log.info)
         summary = {}
         if dist.is_rank0:
             final = finetune.export_final(model, tokenizer, run_dir, cfg, log.info)
@@ -109,6 +114,22 @@ def run(cfg, run_dir: Path) -> dict:
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
+
+
+def stopped(cfg, run_dir: Path, state, signal_name: str | None, dist, log) -> None:
+    """After a signal: the checkpoint is written; requeue under Slurm if asked, then exit with EXIT_PREEMPTED."""
+    from ptcli.errors import Preempted
+
+    requeued = False
+    if cfg.train.requeue and dist.is_rank0:
+        from ptcli.training.preempt import requeue
+
+        requeued = requeue(log)
+    how = "the requeued job resumes" if requeued else "resume"
+    why = f"{signal_name} received" if signal_name else "another process received a signal"
+    raise Preempted(f"{why}: stopped after step {state.step} with a checkpoint",
+                    where=str(run_dir),
+                    fix=f"{how} with train.resume=auto hydra.run.dir={run_dir} (same overrides otherwise)")
 
 
 class TrainData:
