@@ -27,7 +27,8 @@ test: install
 
 demo: install
 	$(BIN)/ptcli pretrain
-	cat outputs/pretrain/latest/summary.json
+	$(BIN)/ptcli generate model.path=outputs/pretrain/latest "prompt=Once upon a time" max_new_tokens=60
+	$(BIN)/ptcli evaluate model.path=outputs/pretrain/latest output=table
 
 lint: install
 	$(BIN)/ruff check ptcli tests scripts
@@ -36,6 +37,9 @@ bench: install
 	$(BIN)/python scripts/bench_startup.py
 	$(BIN)/python scripts/bench_data.py
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_finetune.py
+	$(BIN)/python scripts/bench_generate.py
+	$(BIN)/python scripts/bench_evaluate.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

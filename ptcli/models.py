@@ -136,12 +136,16 @@ def load_tokenizer(path: str):
     """The tokenizer saved in a folder or run dir (or a Hub name), with a clear error when there is none."""
     from transformers import AutoTokenizer
 
-    folder = resolve_model_dir(path)
+    from ptcli.inference.loading import tokenizer_folder
+
     try:
-        return AutoTokenizer.from_pretrained(str(folder or path))
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(path))
     except (OSError, ValueError, TypeError) as e:
         raise PtcliError(f"no usable tokenizer at '{path}': {str(e).splitlines()[0]}",
                          fix="Save a tokenizer in that folder, or set tokenizer.path") from None
+    if len(tokenizer) <= 1:  # transformers 5 builds an empty one for a folder without tokenizer files
+        raise PtcliError(f"the tokenizer at '{path}' is empty", fix="Save the model's tokenizer in that folder")
+    return tokenizer
 
 
 def check_vocab(tokenizer_size: int, model_size: int, what: str) -> None:

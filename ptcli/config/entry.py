@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,20 +16,32 @@ from ptcli.config.validate import validate
 from ptcli.errors import PtcliError, report
 from ptcli.training.distributed import env_world_size
 
-# Where each verb's work lives ("module:function"); None until it is built.
-RUNNERS: dict[str, str | None] = {
+# Where each verb's work lives ("module:function").
+RUNNERS: dict[str, str] = {
     "pretrain": "ptcli.verbs.train:run",
     "finetune": "ptcli.verbs.train:run",
-    "generate": None,
-    "evaluate": None,
+    "generate": "ptcli.verbs.generate:run",
+    "evaluate": "ptcli.verbs.evaluate:run",
     "tokenizer": "ptcli.verbs.tokenizer:run",
 }
-NOT_BUILT = {"generate": "generation (issue #5)", "evaluate": "evaluation (issue #5)"}
 
 
 def prepare_args(verb: str, args: list[str]) -> list[str]:
-    """ptcli's reading of the overrides: ``+group=option`` accepted for groups in the defaults list."""
-    return normalise(list(args), paths.defaults_groups(verb))
+    """ptcli's reading of the overrides: ``+group=option`` accepted for groups in the defaults list, and
+    ``generate``'s ``prompt=`` taken as literal text (Hydra's grammar would split it at commas)."""
+    args = normalise(list(args), paths.defaults_groups(verb))
+    return [quote_prompt(a) for a in args] if verb == "generate" else args
+
+
+def quote_prompt(arg: str) -> str:
+    """``prompt=Hello, I'm a model,`` -> ``prompt='Hello, I\'m a model,'``; quoted values and lists pass."""
+    key, sep, value = arg.partition("=")
+    if key != "prompt" or not sep or value[:1] in ("'", '"', "[") or value == "null":
+        return arg
+    # Hydra unescapes backslashes only before a quote or the closing quote: escape exactly those.
+    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
+    return f"prompt='{value}'"
 
 
 def preflight(verb: str, args: list[str], config_dirs=()) -> dict:
@@ -54,9 +67,6 @@ def run_verb(verb: str, args: list[str], *, dry_run=False, multirun=False, confi
         if dry_run:
             print_plan(verb, data)
             return 0
-        if RUNNERS.get(verb) is None:
-            raise PtcliError(f"`ptcli {verb}` is not built yet: {NOT_BUILT[verb]} is still to come",
-                             fix=f"Only `ptcli {verb} --dry-run` and `ptcli config {verb}` work for now")
         stable = (data.get("train") or {}).get("resume") == "auto"
         return launch(verb, args, multirun=multirun, config_dirs=config_dirs, slurm_dir=stable)
     except PtcliError as e:

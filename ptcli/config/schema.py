@@ -233,18 +233,21 @@ class TrainVerbConfig:
 
 @dataclass
 class GenerateVerbConfig:
-    """``generate``: prompts in, completions out."""
+    """``generate``: prompts in, completions out (causal LMs, seq2seq models, masked-LM fill-mask)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    decoding: Optional[str] = None  # the decoding preset applied (decoding/<name>.yaml), recorded for the run
     prompt: Any = None  # a string or a list of strings
-    prompts_file: Optional[str] = None
+    prompts_file: Optional[str] = None  # .txt (one prompt per line) or .jsonl ("prompt" + fields carried through)
     output: Literal["auto", "text", "jsonl"] = "auto"
+    kind: Literal["auto", "causal", "seq2seq", "fill-mask"] = "auto"  # auto: from the model's config
+    truncate: Literal["left", "fail"] = "left"  # a prompt longer than the model's context
     batch_size: int = 8
     max_new_tokens: int = 50
     do_sample: bool = False
     temperature: float = 1.0
-    top_k: Optional[int] = None
+    top_k: Optional[int] = None  # sampling; fill-mask: candidates per mask (null: 5)
     top_p: Optional[float] = None
     num_beams: int = 1
     num_return_sequences: int = 1
@@ -257,15 +260,16 @@ class GenerateVerbConfig:
 
 @dataclass
 class EvaluateVerbConfig:
-    """``evaluate``: a model's metrics on a dataset."""
+    """``evaluate``: a model's metrics on a dataset (a run directory brings its own objective and data)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: Any = None
+    objective: Any = None  # null: the run's objective, else clm or mlm from the model's kind
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     batch_size: int = 8
-    stride: Optional[int] = None
+    stride: Optional[int] = None  # perplexity's sliding-window stride; null: dataset.seq_len (no overlap)
     max_batches: Optional[int] = None
+    seed: int = 0  # masked-LM evaluation: the masking seed
     output: Literal["auto", "table", "json"] = "auto"
     run: RunConfig = field(default_factory=RunConfig)
 

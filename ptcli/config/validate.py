@@ -132,8 +132,12 @@ def describe(tp: Any) -> str:
 
 
 def world_size() -> int:
-    """Processes taking part (torchrun or Slurm sets this); 1 otherwise."""
-    return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+    """Processes taking part (torchrun, or srun's tasks); 1 otherwise."""
+    if os.environ.get("WORLD_SIZE"):
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_STEP_ID" in os.environ:  # inside srun; the batch script itself is one process
+        return int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
+    return 1
 
 
 def cross_field_problems(verb: str, cfg: dict, check_files: bool) -> list[str]:
@@ -156,14 +160,18 @@ def cross_field_problems(verb: str, cfg: dict, check_files: bool) -> list[str]:
         if model.get("heads") and model.get("hidden") and model["hidden"] % model["heads"]:
             problems.append(f"model.hidden ({model['hidden']}) must be divisible by model.heads ({model['heads']})")
     if "dataset" in cfg:
-        problems += _dataset_problems(cfg, loaded, check_files)
+        # evaluate on a run directory takes the run's own dataset (the composed one is a placeholder)
+        from_run = verb == "evaluate" and os.path.isfile(os.path.join(os.path.expanduser(str(model.get("path"))),
+                                                                      "config.yaml"))
+        problems += _dataset_problems(cfg, None if from_run else loaded, check_files and not from_run,
+                                      check_length=not from_run)
     if "train" in cfg:
         problems += _train_problems(cfg)
     best = (cfg.get("train") or {}).get("best_metric")
     known = VALIDATION_METRICS.get((cfg.get("objective") or {}).get("_target_", "").rsplit(".", 1)[-1])
     if best and known and best not in known:
-        problems.append(f"train.best_metric '{best}' is not a validation metric of this objective{suggest(best, known)};"
-                        f" it reports: {', '.join(known)}")
+        problems.append(f"train.best_metric '{best}' is not a validation metric of this objective"
+                        f"{suggest(best, known)}; it reports: {', '.join(known)}")
     if cfg.get("peft") is not None and not model.get("path"):
         problems.append("peft=lora adapts pretrained weights, but model.path is not set (the base model would be "
                         "random and could not be reloaded with the adapter); set model.path or use model=minilm")
@@ -175,13 +183,13 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
 
 
-def _dataset_problems(cfg: dict, loaded: dict | None, check_files: bool) -> list[str]:
+def _dataset_problems(cfg: dict, loaded: dict | None, check_files: bool, check_length: bool = True) -> list[str]:
     problems = []
     data, model = cfg["dataset"], cfg.get("model", {})
     limit = model.get("max_positions")
     if loaded:
         limit = loaded.get("max_position_embeddings") or loaded.get("n_positions") or loaded.get("n_ctx")
-    if limit and data["seq_len"] > limit:
+    if check_length and limit and data["seq_len"] > limit:
         problems.append(f"dataset.seq_len ({data['seq_len']}) exceeds the model's maximum positions ({limit}); "
                         f"lower dataset.seq_len or raise model.max_positions")
     if not 0 <= data["val_fraction"] < 1:

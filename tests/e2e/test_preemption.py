@@ -73,7 +73,9 @@ def test_sigusr1_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     _, err = proc.communicate(timeout=300)
     assert "SIGUSR1 received: stopped after step" in err, err[-3000:]  # rank 1
     assert "another process received a signal: stopped after step" in err  # rank 0 agreed
-    assert err.count("exitcode  : 3") == 2, "both processes exit with EXIT_PREEMPTED"
+    # torchrun reports the first worker to exit (it then stops the other, which has already passed the
+    # checkpoint barrier): its code is EXIT_PREEMPTED
+    assert "exitcode  : 3" in err
     checkpoints = sorted((run / "checkpoints").glob("step-*"))
     assert len(checkpoints) == 1
     stopped_at = int(checkpoints[0].name.split("-")[1])

@@ -57,7 +57,8 @@ def test_freeze_layers_and_head_only(tiny_bert):
     model = copy.deepcopy(tiny_bert)
     freeze(model, tune, lambda _m: None)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert not any(n.startswith(("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.1.")) for n in trainable)
+    frozen_prefixes = ("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.1.")
+    assert not any(n.startswith(frozen_prefixes) for n in trainable)
     assert any(n.startswith("bert.encoder.layer.2.") for n in trainable) and "classifier.weight" in trainable
     model = copy.deepcopy(tiny_bert)
     freeze(model, SimpleNamespace(freeze_embeddings=False, freeze_layers=0, head_only=True), lambda _m: None)

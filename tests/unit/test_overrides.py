@@ -33,3 +33,13 @@ def test_hydra_overrides_are_recognised(tmp_path):
     assert not is_hydra_override("model.hydra=1")
     assert search_path_override([]) == []
     assert search_path_override([tmp_path]) == [f"hydra.searchpath=['file://{tmp_path}']"]
+
+
+def test_generate_prompts_are_literal_text():
+    from ptcli.config.entry import prepare_args, quote_prompt
+
+    assert quote_prompt("prompt=Hello, I'm a model,") == "prompt='Hello, I\\'m a model,'"
+    assert quote_prompt("prompt='already quoted'") == "prompt='already quoted'"
+    assert quote_prompt("prompt=[a,b]") == "prompt=[a,b]" and quote_prompt("seed=1") == "seed=1"
+    assert quote_prompt("prompt=end\\") == "prompt='end\\\\'"
+    assert prepare_args("pretrain", ["prompt=a,b"]) == ["prompt=a,b"]  # only generate has prompts

@@ -1,0 +1,154 @@
+"""Where prompts come from (``prompt=``, ``prompts_file=``, stdin, an interactive loop), one at a time.
+
+Bad input never stops the others: an empty prompt is skipped and counted, a broken .jsonl line becomes a
+:class:`BadPrompt` naming the file and line, and the caller reports it and carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ptcli.errors import PtcliError
+
+
+@dataclass
+class Prompt:
+    """One prompt: its text, the fields carried through to the output, and where it came from."""
+
+    index: int  # position among the valid prompts, in input order (seeds sampling, orders the output)
+    text: str
+    where: str  # "prompt", "prompts.jsonl:3", "stdin:5"
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass
+class BadPrompt:
+    """A prompt that could not be used, and why (reported on stderr; the run exits non-zero at the end)."""
+
+    where: str
+    message: str
+
+
+def choose_source(prompt, prompts_file, stdin) -> str:
+    """'prompt', 'file', 'stdin' (a pipe or file) or 'interactive' (a terminal and nothing else given)."""
+    if prompt is not None and prompts_file:
+        raise PtcliError("both prompt and prompts_file are set", fix="Give one of them")
+    if prompt is not None:
+        return "prompt"
+    if prompts_file:
+        if prompts_file != "-" and not os.path.isfile(prompts_file):
+            raise PtcliError(f"prompts_file '{prompts_file}' does not exist", where=os.getcwd(),
+                             fix="Check the path (relative to the current folder); .txt or .jsonl")
+        return "file" if prompts_file != "-" else "stdin"
+    return "interactive" if stdin.isatty() else "stdin"
+
+
+class PromptReader:
+    """Iterate prompts (and bad ones) from the chosen source; ``skipped`` counts empty prompts passed over."""
+
+    def __init__(self, source: str, prompt=None, prompts_file: str | None = None, stdin=None, stderr=None):
+        self.source, self.prompt, self.prompts_file = source, prompt, prompts_file
+        self.stdin, self.stderr = stdin, stderr
+        self.skipped: list[str] = []
+        self._count = 0
+
+    def __iter__(self) -> Iterator[Prompt | BadPrompt]:
+        if self.source == "prompt":
+            many_values = isinstance(self.prompt, Sequence) and not isinstance(self.prompt, str)
+            values = list(self.prompt) if many_values else [self.prompt]
+            many = len(values) > 1
+            for i, value in enumerate(values):
+                yield from self._text(str(value) if value is not None else "", f"prompt[{i}]" if many else "prompt")
+        elif self.source == "file" and self.prompts_file.lower().endswith(".jsonl"):
+            yield from self._jsonl(self.prompts_file)
+        elif self.source == "file":
+            yield from self._lines(self._file_lines(self.prompts_file), self.prompts_file)
+        elif self.source == "stdin":
+            yield from self._lines(enumerate(self.stdin, 1), "stdin")
+        else:
+            yield from self._interactive()
+
+    def _new(self, text: str, where: str, fields: dict | None = None) -> Prompt:
+        prompt = Prompt(self._count, text, where, fields or {})
+        self._count += 1
+        return prompt
+
+    def _text(self, text: str, where: str) -> Iterator[Prompt]:
+        if text.strip():
+            yield self._new(text, where)
+        else:
+            self.skipped.append(where)
+
+    def _file_lines(self, path: str) -> Iterator[tuple[int, str | BadPrompt]]:
+        """A file's lines decoded one by one, so a bad byte costs one line, not the file."""
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    yield number, BadPrompt(f"{path}:{number}", f"not valid UTF-8 ({e.reason} at byte {e.start})")
+
+    def _lines(self, lines, name: str) -> Iterator[Prompt | BadPrompt]:
+        for number, line in lines:
+            if isinstance(line, BadPrompt):
+                yield line
+                continue
+            yield from self._text(line.rstrip("\r\n"), f"{name}:{number}")
+
+    def _jsonl(self, path: str) -> Iterator[Prompt | BadPrompt]:
+        for number, line in self._file_lines(path):
+            where = f"{path}:{number}"
+            if isinstance(line, BadPrompt):
+                yield line
+                continue
+            if not line.strip():
+                self.skipped.append(where)
+                continue
+            try:
+                record = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as e:  # json's messages may end in "at" ("Unterminated string starting at")
+                at = "" if e.msg.endswith(" at") else " at"
+                yield BadPrompt(where, f"invalid JSON: {e.msg}{at} column {e.colno}")
+                continue
+            if not isinstance(record, dict):
+                yield BadPrompt(where, f"the line holds a JSON {type(record).__name__}, not an object")
+                continue
+            text = record.pop("prompt", None)
+            if not isinstance(text, str):
+                found = "no \"prompt\" field" if text is None else f"\"prompt\" is a {type(text).__name__}"
+                yield BadPrompt(where, f"{found}; each line needs a \"prompt\" string")
+                continue
+            if text.strip():
+                yield self._new(text, where, record)
+            else:
+                self.skipped.append(where)
+
+    def _interactive(self) -> Iterator[Prompt]:
+        """A prompt loop on the terminal: the prompt marker goes to stderr, Ctrl-D (end of input) quits."""
+        print("ptcli generate: type a prompt and press Enter; Ctrl-D quits.", file=self.stderr, flush=True)
+        number = 0
+        while True:
+            print("> ", end="", file=self.stderr, flush=True)
+            line = self.stdin.readline()
+            if not line:
+                print(file=self.stderr, flush=True)
+                return
+            number += 1
+            text = line.rstrip("\r\n")
+            if text.strip():
+                yield self._new(text, f"input:{number}")
+
+
+def batches(items, size: int) -> Iterator[list]:
+    """Consecutive lists of up to ``size`` items, produced as soon as each is full (input order kept)."""
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
