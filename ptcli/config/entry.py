@@ -14,7 +14,7 @@ from ptcli.config.compose import compose
 from ptcli.config.overrides import normalise, search_path_override
 from ptcli.config.validate import validate
 from ptcli.errors import PtcliError, report
-from ptcli.training.distributed import env_world_size
+from ptcli.training.distributed import apply_slurm_env, env_world_size
 
 # Where each verb's work lives ("module:function").
 RUNNERS: dict[str, str] = {
@@ -103,6 +103,7 @@ def launch(verb: str, args: list[str], *, multirun=False, config_dirs=(), slurm_
     requeued job finds its own checkpoints."""
     import hydra
 
+    apply_slurm_env()  # srun's tasks: RANK/WORLD_SIZE/MASTER_* from SLURM_*, before any rank check below
     extra = search_path_override(paths.user_config_dirs(config_dirs))
     own_dir = multirun or any(a.startswith("hydra.run.dir=") for a in args)
     job = os.environ.get("SLURM_JOB_ID")

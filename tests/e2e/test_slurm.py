@@ -1,0 +1,106 @@
+"""A real Slurm job: sbatch + srun start two `ptcli pretrain` processes that form the process group themselves.
+
+Needs a cluster that answers `sinfo` (on one machine: `bash scripts/slurm/local-cluster.sh start`). Skipped
+when there is none; fails instead under PTCLI_REQUIRE_SLURM=1 (CI starts the local cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from tests.e2e.test_pretrain import TINY
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.distributed]
+TEMPLATE = REPO / "scripts" / "slurm" / "pretrain-single-node.sbatch"
+JOB_TIMEOUT = 600  # seconds from submission to the end of the job, queueing included
+DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+               "BOOT_FAIL", "DEADLINE"}
+
+
+def slurm_missing() -> str | None:
+    """Why no job can run here, or None when sbatch exists and the cluster has a node to run on."""
+    hint = "start one with `bash scripts/slurm/local-cluster.sh start`"
+    if not shutil.which("sbatch"):
+        return f"Slurm is not installed (no sbatch on PATH); {hint}"
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):  # sinfo would spend a minute before saying so
+        return f"SLURM_CONF={conf} does not exist (was the cluster stopped?); {hint}"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:  # e.g. no slurm.conf: sinfo then looks for a controller in DNS
+        return f"`sinfo` did not answer within 20 s (no slurm.conf? SLURM_CONF unset?); {hint}"
+    if proc.returncode != 0:
+        return f"`sinfo` failed: {proc.stderr.strip()[:300]}; {hint}"
+    states = proc.stdout.split()
+    if not any(s.rstrip("*~#") in {"idle", "mixed", "allocated", "completing"} for s in states):
+        return f"no Slurm node can run jobs (sinfo states: {states or 'none'}); {hint}"
+    return None
+
+
+@pytest.fixture
+def slurm():
+    reason = slurm_missing()
+    if reason:
+        if os.environ.get("PTCLI_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def job_state(job: str) -> str | None:
+    """JobState from `scontrol show job`, or None once Slurm has forgotten the job."""
+    proc = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30)
+    found = re.search(r"\bJobState=(\S+)", proc.stdout)
+    return found.group(1) if found else None
+
+
+def wait_for_job(job: str, timeout: float) -> str:
+    """Poll until the job ends; cancel it and fail past ``timeout``. Returns the final state."""
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = job_state(job)
+        if state is None or state in DONE_STATES:
+            return state or "GONE"
+        time.sleep(1)
+    subprocess.run(["scancel", job], capture_output=True, timeout=30)
+    pytest.fail(f"Slurm job {job} did not finish within {timeout:.0f} s (last state {state}); cancelled")
+
+
+def test_srun_two_tasks_train_as_one_job_with_one_run_directory(slurm, tmp_path):
+    out = tmp_path / "outputs"
+    overrides = [*TINY, "train.max_steps=4", "train.save_every=2", f"run.out_dir={out}"]
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT"} and not k.startswith("SLURM_JOB")}
+    # The same interpreter as the tests; PTCLI_CACHE_DIR (conftest's) and SLURM_CONF travel with the job.
+    env.update(PTCLI=f"{shlex.quote(sys.executable)} -m ptcli", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO))
+    started = time.time()
+    submit = subprocess.run(["sbatch", "--parsable", "--job-name=ptcli-test", "--nodes=1", "--ntasks-per-node=2",
+                             "--cpus-per-task=1", "--time=00:15:00", f"--chdir={tmp_path}",
+                             f"--output={tmp_path}/slurm-%j.out", str(TEMPLATE), *overrides],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert submit.returncode == 0, submit.stderr
+    job = submit.stdout.strip().split(";")[0]
+    state = wait_for_job(job, JOB_TIMEOUT)
+    log_file = tmp_path / f"slurm-{job}.out"
+    log = log_file.read_text() if log_file.exists() else "(no job output)"
+    print(f"Slurm job {job}: {state} after {time.time() - started:.1f} s")
+    assert state in {"COMPLETED", "GONE"}, f"job {job} ended {state}:\n{log[-4000:]}"
+    assert "2 tasks" in log, log[-4000:]
+    runs = [p for p in (out / "pretrain").iterdir() if p.name != "latest"]
+    assert len(runs) == 1, f"one run directory for the whole job, got {[p.name for p in runs]}:\n{log[-4000:]}"
+    run = runs[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    assert re.search(r"^model: .*, 2 processes$", log, re.M), f"ptcli did not form a 2-process group:\n{log[-4000:]}"
+    assert len(re.findall(r"^step 4/4", log, re.M)) == 1, "only rank 0 logs"
