@@ -41,6 +41,7 @@ def bare_loop(steps: int, device: str, warmup: int = 3) -> float:
     logging.set_verbosity_error()
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2).to(device)
+    model.train()  # from_pretrained returns eval mode: without this the ceiling would skip dropout
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.01)
     ids = torch.randint(1000, 20000, (steps + warmup, BATCH, SEQ))
     labels = torch.randint(2, (steps + warmup, BATCH))
