@@ -216,7 +216,7 @@ def validation_metrics(model, objective, data, cfg, dist, placement) -> dict:
 def write_summary(run_dir: Path, cfg, state, data, n_params: int, wall: float) -> dict:
     """``summary.json``: what a person (or a Makefile) wants to know about the finished run."""
     if data.labelled:
-        return write_finetune_summary(run_dir, state, data, n_params, wall)
+        return write_finetune_summary(run_dir, cfg, state, data, n_params, wall)
     corpus = data.corpus
     summary = {
         "steps": state.step,
@@ -240,7 +240,7 @@ def write_summary(run_dir: Path, cfg, state, data, n_params: int, wall: float) -
     return summary
 
 
-def write_finetune_summary(run_dir: Path, state, data, n_params: int, wall: float) -> dict:
+def write_finetune_summary(run_dir: Path, cfg, state, data, n_params: int, wall: float) -> dict:
     summary = {
         "steps": state.step,
         "parameters": n_params,
@@ -248,6 +248,7 @@ def write_finetune_summary(run_dir: Path, state, data, n_params: int, wall: floa
         "best_val": state.best_val,
         "best_step": state.best_step,
         "best_metric": state.best_metric,
+        "best_metric_name": cfg.train.best_metric,
         "stopped_early": state.stopped_early,
         "train_seconds": round(state.elapsed, 2),
         "wall_seconds": round(wall, 2),

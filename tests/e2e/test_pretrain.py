@@ -119,6 +119,14 @@ def test_multirun_sweep_makes_one_directory_per_point(tmp_path):
                  for p in points)
     assert lrs == [3e-4, 1e-3]
     assert all((p / "summary.json").is_file() for p in points)
+    import csv
+
+    rows = list(csv.DictReader((sweeps[0] / "sweep_summary.csv").open()))
+    assert [float(r["optim.lr"]) for r in rows] == [1e-3, 3e-4] and [r["status"] for r in rows] == ["done", "done"]
+    losses = [float(r["best_val_loss"]) for r in rows]
+    assert [r["best"] for r in rows] == ["*" if v == min(losses) else "" for v in losses]
+    table = (sweeps[0] / "sweep_summary.md").read_text()
+    assert "| point | best | optim.lr |" in table and "Best point (*) by `best_val_loss`" in table
 
 
 def test_killed_run_resumes_bitwise(tmp_path):
