@@ -104,3 +104,55 @@ def test_srun_two_tasks_train_as_one_job_with_one_run_directory(slurm, tmp_path)
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
     assert re.search(r"^model: .*, 2 processes$", log, re.M), f"ptcli did not form a 2-process group:\n{log[-4000:]}"
     assert len(re.findall(r"^step 4/4", log, re.M)) == 1, "only rank 0 logs"
+
+
+def test_usr1_to_a_running_job_checkpoints_requeues_and_completes(slurm, tmp_path):
+    """`scancel --signal=USR1` (what `--signal=USR1@120` sends before the time limit): both tasks stop after the
+    same step with a checkpoint, rank 0 requeues the job, and the requeued job resumes in slurm-<job id>."""
+    out = tmp_path / "outputs"
+    overrides = [*TINY, "train.max_steps=120", "train.save_every=1000", "train.eval_every=1000",
+                 "train.requeue=true", "train.resume=auto", f"run.out_dir={out}"]
+    env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT"} and not k.startswith("SLURM_JOB")}
+    env.update(PTCLI=f"{shlex.quote(sys.executable)} -m ptcli", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO))
+    submit = subprocess.run(["sbatch", "--parsable", "--requeue", "--job-name=ptcli-requeue", "--nodes=1",
+                             "--ntasks-per-node=2", "--cpus-per-task=1", "--time=00:15:00", f"--chdir={tmp_path}",
+                             f"--output={tmp_path}/slurm-%j.out", "--open-mode=append", str(TEMPLATE), *overrides],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert submit.returncode == 0, submit.stderr
+    job = submit.stdout.strip().split(";")[0]
+    run = out / "pretrain" / f"slurm-{job}"
+    deadline = time.time() + JOB_TIMEOUT
+    while True:  # signal once training is under way
+        lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+        if any(json.loads(line)["step"] >= 5 for line in lines if line.strip()):
+            break
+        assert job_state(job) not in DONE_STATES and time.time() < deadline, "the job ended before the signal"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, capture_output=True, timeout=30)
+    state = wait_for_requeue_and_end(job, deadline)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert state in {"COMPLETED", "GONE"}, f"job {job} ended {state}:\n{log[-4000:]}"
+    assert "SIGUSR1 received: stopped after step" in log and f"requeued Slurm job {job}" in log, log[-4000:]
+    assert "resumed from" in log, log[-4000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 120
+
+
+def wait_for_requeue_and_end(job: str, deadline: float) -> str:
+    """Poll until the job has restarted at least once and ended."""
+    restarted, state = False, None
+    while time.time() < deadline:
+        proc = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30)
+        found = re.search(r"\bJobState=(\S+)", proc.stdout)
+        state = found.group(1) if found else "GONE"
+        restarts = re.search(r"\bRestarts=(\d+)", proc.stdout)
+        restarted = restarted or bool(restarts and int(restarts.group(1)) >= 1)
+        if restarted and state in DONE_STATES | {"GONE"}:
+            return state
+        if not restarted and state in DONE_STATES - {"PREEMPTED"}:
+            pytest.fail(f"job {job} ended {state} without being requeued")
+        time.sleep(1)
+    subprocess.run(["scancel", job], capture_output=True, timeout=30)
+    pytest.fail(f"Slurm job {job} did not finish after its requeue (last state {state}); cancelled")
