@@ -177,3 +177,31 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
         assert ddp_losses[step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
     single_val = records(tmp_path / "single", "eval")[-1]["val_loss"]
     assert records(runs[0], "eval")[-1]["val_loss"] == pytest.approx(single_val, rel=1e-5)
+
+
+@pytest.mark.distributed
+def test_checkpoints_move_between_one_and_two_processes(tmp_path):
+    """A 2-process DDP checkpoint continues in 1 process (grad_accum=2: the same global batches) and a 1-process
+    checkpoint continues in 2, each with the losses of the uninterrupted run."""
+    args = [*TINY, "train.max_steps=6", "train.batch_size=8", "train.save_every=3", "train.eval_every=6"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*extra):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                               "-m", "ptcli", "pretrain", *args, *extra], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def single(*extra):
+        proc = run_cli("pretrain", *args, "train.grad_accum=2", *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+
+    torchrun(f"hydra.run.dir={tmp_path / 'ddp'}")
+    single(f"hydra.run.dir={tmp_path / 'one'}")
+    single(f"train.resume={tmp_path / 'ddp' / 'checkpoints' / 'step-00000003'}", f"hydra.run.dir={tmp_path / 'to1'}")
+    torchrun(f"train.resume={tmp_path / 'one' / 'checkpoints' / 'step-00000003'}", f"hydra.run.dir={tmp_path / 'to2'}")
+    for resumed, reference in (("to1", "ddp"), ("to2", "one")):
+        expected, got = losses_by_step(tmp_path / reference), losses_by_step(tmp_path / resumed)
+        assert sorted(got) == [4, 5, 6], resumed
+        for step in (4, 5, 6):
+            assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), (resumed, step)
