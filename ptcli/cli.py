@@ -23,10 +23,16 @@ EXAMPLES = {
     "pretrain": ["ptcli pretrain", "ptcli pretrain +objective=mlm",
                  "ptcli pretrain dataset=text dataset.files=[corpus.txt] train.max_steps=2000",
                  "ptcli pretrain -m optim.lr=1e-3,3e-4"],
-    "finetune": ["ptcli finetune model.path=outputs/pretrain/latest dataset.files=[train.csv] "
-                 "dataset.label_column=label"],
-    "generate": ["ptcli generate model.path=outputs/pretrain/latest prompt='Once upon a time'"],
-    "evaluate": ["ptcli evaluate model.path=outputs/pretrain/latest"],
+    "finetune": ["ptcli finetune dataset.files=[train.tsv] dataset.text_column=sentence train.best_metric=accuracy",
+                 "ptcli finetune objective=token_classification dataset=conll dataset.files=[train.txt] "
+                 "train.best_metric=f1",
+                 "ptcli finetune model.path=outputs/pretrain/latest +peft=lora dataset.files=[train.csv]",
+                 "ptcli finetune experiment=bert-sst2 model=minilm",
+                 "also: +peft=lora (LoRA), tune.freeze_layers=N, tune.head_only=true, tune.layer_lr_decay=0.9"],
+    "generate": ["ptcli generate model.path=outputs/pretrain/latest prompt='Once upon a time'",
+                 "cat prompts.txt | ptcli generate model.path=outputs/pretrain/latest > out.jsonl"],
+    "evaluate": ["ptcli evaluate model.path=outputs/pretrain/latest",
+                 "ptcli evaluate model.path=outputs/finetune/latest output=json"],
     "tokenizer": ["ptcli tokenizer dataset=text dataset.files=[corpus.txt] tokenizer.vocab_size=8000",
                   "ptcli pretrain tokenizer.path=outputs/tokenizer/latest/tokenizer"],
 }
