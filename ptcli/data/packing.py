@@ -40,13 +40,14 @@ def _batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
 
 
 def pack_into_blocks(docs: Iterable[list[int]], block_len: int, sep_id: int,
-                     prefix_id: int | None = None) -> Iterator[list[int]]:
+                     prefix_id: int | None = None, keep_tail: bool = False) -> Iterator[list[int]]:
     """Blocks of exactly ``block_len`` ids cut from the documents joined into one stream.
 
     ``sep_id`` follows every document, so a block that spans a document boundary shows where it is (HF's
     run_clm ``group_texts`` joins documents with nothing between them, transformers#23198). With
     ``prefix_id`` (BERT's [CLS]) each block is ``[prefix_id]`` plus the next ``block_len - 1`` stream ids.
-    Empty documents are skipped; the final partial block is dropped.
+    Empty documents are skipped; the final partial block is dropped (``keep_tail``: kept, shorter, as
+    evaluation wants all of the text).
     """
     body = block_len - 1 if prefix_id is not None else block_len
     if body < 1:
@@ -65,6 +66,8 @@ def pack_into_blocks(docs: Iterable[list[int]], block_len: int, sep_id: int,
             yield head + buffer[start:start + body]
             start += body
         del buffer[:start]
+    if keep_tail and len(buffer) > 1:
+        yield head + buffer
 
 
 def token_dtype(vocab_size: int):

@@ -41,7 +41,7 @@ def _file_records(path: Path, cfg, log) -> Iterator[tuple[str, dict]]:
     elif suffix == ".json":
         yield from _json_array(path, "".join(lines))
     elif suffix == ".jsonl" or cfg.source == "jsonl":
-        yield from _jsonl_records(path, lines)
+        yield from jsonl_records(path, lines)
     else:
         raise PtcliError(f"cannot read labelled records from a {suffix or 'suffix-less'} file", where=str(path),
                          fix="use .csv/.tsv, .jsonl/.json, or dataset=conll for `token TAG` files")
@@ -94,7 +94,8 @@ def _csv_records(path: Path, lines) -> Iterator[tuple[str, dict]]:
                          fix="check the quoting on that line") from None
 
 
-def _jsonl_records(path: Path, lines) -> Iterator[tuple[str, dict]]:
+def jsonl_records(path: Path, lines) -> Iterator[tuple[str, dict]]:
+    """``(file:line, object)`` per non-blank line; invalid JSON or a non-object is an error at its line."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -282,18 +282,9 @@ def _text_value(value, column: str, where: str) -> str:
 
 
 def _jsonl(path: Path, lines: Iterator[str], column: str) -> Iterator[str]:
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PtcliError(f"invalid JSON: {e.msg} at column {e.colno}", where=where,
-                             fix="make every line one JSON object (JSON Lines)") from None
-        if not isinstance(record, dict):
-            raise PtcliError(f"line holds a JSON {type(record).__name__}, not an object", where=where,
-                             fix="make every line one JSON object (JSON Lines)")
+    from ptcli.data.records import jsonl_records  # records builds on this module: import at use
+
+    for where, record in jsonl_records(path, lines):
         if column not in record:
             raise _missing_column(column, list(record), where)
         yield _text_value(record[column], column, where)

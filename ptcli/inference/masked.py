@@ -11,21 +11,9 @@ def blocks_from_documents(docs: Iterable[list[int]], block_len: int, sep_id: int
                           prefix_id: int | None) -> Iterator[list[int]]:
     """Like pretraining's packing (``[CLS]`` + stream, ``[SEP]`` after each document), but the final partial
     block is kept: evaluation should see all of the text."""
-    head = [prefix_id] if prefix_id is not None else []
-    body = block_len - len(head)
-    buffer: list[int] = []
-    for doc in docs:
-        if not doc:
-            continue
-        buffer.extend(doc)
-        buffer.append(sep_id)
-        start = 0
-        while len(buffer) - start >= body:
-            yield head + buffer[start:start + body]
-            start += body
-        del buffer[:start]
-    if len(buffer) > 1:
-        yield head + buffer
+    from ptcli.data.packing import pack_into_blocks
+
+    return pack_into_blocks(docs, block_len, sep_id, prefix_id, keep_tail=True)
 
 
 def mlm_scores(model, objective, blocks: Iterable, batch_size: int, seed: int, placement,
