@@ -122,6 +122,28 @@ def config_command(
         raise typer.Exit(report(e)) from None
 
 
+@app.command("export", short_help="Write a checkpoint (whole or FSDP-sharded) as a Hugging Face model folder.")
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="A run directory (its newest checkpoint) or <run>/checkpoints/step-N"),
+    out: Path = typer.Argument(..., help="The model folder to write"),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+) -> None:
+    """Gather CHECKPOINT into an ordinary Hugging Face folder OUT (config, safetensors, the run's tokenizer),
+    loadable by transformers without ptcli. FSDP's shards from any number of processes are read in one process.
+
+    Example: ptcli export outputs/pretrain/latest/checkpoints/step-00001000 my-model
+    """
+    _set_debug(debug)
+    from ptcli.errors import PtcliError, report
+
+    try:
+        from ptcli.verbs.export import export_checkpoint
+
+        export_checkpoint(str(checkpoint), str(out), log=lambda m: print(m, file=sys.stderr))
+    except PtcliError as e:
+        raise typer.Exit(report(e)) from None
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"ptcli {__version__}")

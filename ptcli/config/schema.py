@@ -65,6 +65,7 @@ class DeviceConfig:
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
     compile: bool = False
     threads: Optional[int] = None
+    timeout_s: int = 1800  # several processes: how long a collective waits for the others before failing
 
 
 @dataclass

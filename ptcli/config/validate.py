@@ -172,6 +172,12 @@ def cross_field_problems(verb: str, cfg: dict, check_files: bool) -> list[str]:
     if best and known and best not in known:
         problems.append(f"train.best_metric '{best}' is not a validation metric of this objective"
                         f"{suggest(best, known)}; it reports: {', '.join(known)}")
+    device = cfg.get("device") or {}
+    if device.get("timeout_s") is not None and device["timeout_s"] < 1:
+        problems.append(f"device.timeout_s must be at least 1 second, got {device['timeout_s']}")
+    if cfg.get("peft") is not None and device.get("strategy") == "fsdp":
+        problems.append("peft=lora with device.strategy=fsdp is not supported (the adapter is small: "
+                        "use device.strategy=ddp)")
     if cfg.get("peft") is not None and not model.get("path"):
         problems.append("peft=lora adapts pretrained weights, but model.path is not set (the base model would be "
                         "random and could not be reloaded with the adapter); set model.path or use model=minilm")

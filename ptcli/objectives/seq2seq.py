@@ -82,7 +82,7 @@ class GenerationEvaluator(Evaluator):
         self.metric = TextGenerationMetrics() if objective.generate_metrics else None
 
     def update(self, model, batch) -> None:
-        from ptcli.training.distributed import unwrap
+        from ptcli.training.distributed import is_fsdp, unwrap
 
         obj = self.objective
         self.add_loss(summed_cross_entropy(obj.logits(model, batch), batch["labels"]))
@@ -91,7 +91,9 @@ class GenerationEvaluator(Evaluator):
         tok = obj.tokenizer
         generated = unwrap(model).generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                            num_beams=obj.num_beams, max_new_tokens=obj.max_new_tokens,
-                                           do_sample=False)
+                                           do_sample=False,
+                                           # FSDP: every process runs as many forward passes as the longest
+                                           synced_gpus=is_fsdp(model))
         labels = batch["labels"].masked_fill(batch["labels"] == -100, tok.pad_token_id or 0)
         predictions = tok.batch_decode(generated, skip_special_tokens=True)
         references = tok.batch_decode(labels, skip_special_tokens=True)

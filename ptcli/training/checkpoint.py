@@ -12,6 +12,8 @@ from pathlib import Path
 from ptcli.errors import PtcliError, RunFailure
 
 COMPLETE = "state.json"  # written last: a folder without it is not a checkpoint
+SHARDED = "sharded"  # FSDP checkpoints: model and optimizer shards (torch.distributed.checkpoint format)
+MODEL_CONFIG = "model_config"  # the model's config.json (+ architectures): what `ptcli export` rebuilds
 
 
 def _fsync_dir(path: Path) -> None:
@@ -37,39 +39,58 @@ class CheckpointManager:
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
 
-    def save(self, model, optimizer, scheduler, scaler, loop_state: dict) -> Path:
-        import torch
-        from safetensors.torch import save_model
-
+    def save(self, model, optimizer, scheduler, scaler, loop_state: dict, dist=None) -> Path | None:
+        """Called by every process. Unsharded models (one process, DDP): rank 0 writes ``model.safetensors`` and
+        ``optimizer.pt``. FSDP: every process writes its shards into ``sharded/`` (torch.distributed.checkpoint,
+        which reshards on load: any world size, also one process) and rank 0 the rest."""
+        sharded = dist is not None and dist.sharded
+        rank0 = dist is None or dist.is_rank0
         step = loop_state["step"]
         final = self.dir / f"step-{step:08d}"
         tmp = self.dir / f".tmp-step-{step:08d}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
-            tmp.mkdir()
-            save_model(model, str(tmp / "model.safetensors"))
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict()}, tmp / "optimizer.pt")
-            torch.save(rng_state(), tmp / "rng.pt")
-            (tmp / COMPLETE).write_text(json.dumps(loop_state, indent=1))
-            for f in tmp.iterdir():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-            _fsync_dir(self.dir)
+            if rank0:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+            if sharded:
+                dist.barrier()
+                _save_sharded(model, optimizer, tmp / SHARDED)
+            if rank0:
+                self._write(tmp, final, model, optimizer, scheduler, scaler, loop_state, sharded)
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if rank0:
+                shutil.rmtree(tmp, ignore_errors=True)
             full = e.errno in (errno.ENOSPC, errno.EDQUOT)
             last = self.latest()
             raise RunFailure(f"could not write checkpoint step {step}: {e.strerror or e}",
                              where=str(self.dir),
                              fix=("Free disk space and resume" if full else "Check the folder and resume")
                              + (f"; the previous checkpoint {last.name} is intact" if last else "")) from None
-        self._prune()
-        return final
+        if rank0:
+            self._prune()
+        return final if rank0 else None
+
+    def _write(self, tmp: Path, final: Path, model, optimizer, scheduler, scaler, loop_state, sharded) -> None:
+        import torch
+        from safetensors.torch import save_model
+
+        trainer = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
+        if not sharded:
+            save_model(model, str(tmp / "model.safetensors"))
+            trainer["optimizer"] = optimizer.state_dict()
+        torch.save(trainer, tmp / "optimizer.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        write_model_config(model, tmp)
+        (tmp / COMPLETE).write_text(json.dumps(loop_state, indent=1))
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(self.dir)
 
     def _prune(self) -> None:
         for old in self.complete()[: -self.keep_last] if self.keep_last > 0 else []:
@@ -104,17 +125,95 @@ def find_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
 
 
 def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
-    """Restore everything saved by ``CheckpointManager.save``; returns the loop state."""
+    """Restore everything saved by ``CheckpointManager.save``, whichever the strategy that wrote it and the one
+    restoring it (one process, DDP or FSDP, any world size); returns the loop state. Called by every process."""
     import torch
-    from safetensors.torch import load_model
 
-    load_model(model, str(path / "model.safetensors"))
     states = torch.load(path / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(states["optimizer"])
+    from ptcli.training.distributed import is_fsdp
+
+    if (path / SHARDED).is_dir():
+        _load_sharded(path / SHARDED, model, optimizer)
+    elif is_fsdp(model):
+        _load_full_into_sharded(path, model, optimizer, states["optimizer"])
+    else:
+        from safetensors.torch import load_model
+
+        load_model(model, str(path / "model.safetensors"))
+        optimizer.load_state_dict(states["optimizer"])
     scheduler.load_state_dict(states["scheduler"])
     scaler.load_state_dict(states["scaler"])
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return json.loads((path / COMPLETE).read_text())
+
+
+def _save_sharded(model, optimizer, folder: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    try:
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(folder))
+    except dcp.api.CheckpointException as e:  # raised on every rank when any rank's write failed
+        for failure in _failures(e):
+            if isinstance(failure, OSError):
+                raise failure from None
+        raise
+
+
+def _failures(error) -> list:
+    failures = getattr(error, "failures", {}) or {}
+    return [f[0] if isinstance(f, tuple) else f for f in failures.values()]
+
+
+def _load_sharded(folder: Path, model, optimizer) -> None:
+    """Read FSDP shards into this model (sharded or not) and its optimizer: torch.distributed.checkpoint maps
+    the saved shards onto the current layout, so the world size may differ from the one that saved."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message=".*load in a single process.*")
+        dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def _load_full_into_sharded(path: Path, model, optimizer, optim_state: dict) -> None:
+    """An unsharded checkpoint (one process or DDP) into an FSDP model: every process reads the full weights and
+    keeps its shard; the optimizer state, saved keyed by parameter position, is re-keyed by parameter name."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, load_file(str(path / "model.safetensors")), options=options)
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name = {"state": {order[int(i)]: s for i, s in optim_state["state"].items()},
+               "param_groups": [dict(g, params=[order[int(i)] for i in g["params"]])
+                                for g in optim_state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, by_name, options=options)
+
+
+def write_model_config(model, folder: Path) -> None:
+    """The model's config.json with its class in ``architectures`` (what ``save_pretrained`` records), so that
+    ``ptcli export`` can rebuild the model around a checkpoint's weights. Not for LoRA models (their checkpoint
+    holds the base and the adapter: the run exports them)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(model, "peft_config", None) is not None:
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    saved = config.architectures
+    config.architectures = [cls.__name__]
+    try:
+        config.save_pretrained(folder / MODEL_CONFIG)
+    finally:
+        config.architectures = saved
 
 
 def rng_state() -> dict:

@@ -20,10 +20,17 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     enabled: bool = False
+    strategy: str = "single"  # single | ddp | fsdp
+    broken: bool = False  # a collective failed (a process died): the group cannot be torn down cleanly
 
     @property
     def is_rank0(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: each process holds a shard of the weights and optimizer state (collective saves and exports)."""
+        return self.enabled and self.strategy == "fsdp"
 
     def reduce_sum(self, tensor):
         """Sum a tensor over all processes (in place), return it."""
@@ -59,6 +66,36 @@ class Dist:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+def peer_failure(error: BaseException, dist_info: Dist, run_dir):
+    """A ``RunFailure`` for a collective that failed because another process of the job died, hung past
+    ``device.timeout_s`` or lost its connection (None for any other error): names the last checkpoint and how to
+    resume, instead of gloo's or NCCL's traceback."""
+    if not dist_info.enabled:
+        return None
+    import torch.distributed as tdist
+
+    from ptcli.errors import RunFailure
+
+    text = str(error)
+    markers = ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "Broken pipe",
+               "NCCL", "Gloo", "gloo", "ProcessGroup")
+    if not isinstance(error, tdist.DistError) and not any(m in text for m in markers):
+        return None
+    from ptcli.training.checkpoint import CheckpointManager
+
+    last = CheckpointManager(run_dir, 0).latest()
+    # "[.../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:4018. This is typically ..."
+    first = re.sub(r"^\[[^\]]*\]\s*", "", text.strip().splitlines()[0]) if text.strip() else ""
+    reason = (first.split(". ")[0].rstrip(".")[:160]) or type(error).__name__
+    kept = f"the last checkpoint, {last}, is intact" if last else "no checkpoint had been written yet"
+    return RunFailure(f"process {dist_info.rank} of {dist_info.world}: another process of this job died, hung or "
+                      f"became unreachable ({reason}); {kept}",
+                      where=str(run_dir),
+                      fix="Look for the first failing process's error (or its kill/OOM message) in the job's "
+                          "log, then resume with train.resume=auto hydra.run.dir=" + str(run_dir)
+                          + " (any number of processes)")
 
 
 def expand_nodelist(nodelist: str) -> list[str]:
@@ -162,9 +199,15 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_process_group() -> None:
+DEFAULT_TIMEOUT_S = 1800  # torch's own default for gloo and nccl collectives
+
+
+def init_process_group(timeout_s: float | None = None) -> None:
     """Join the process group torchrun (or srun, see ``slurm_env``) described (gloo for CPU tensors, nccl
-    for CUDA ones)."""
+    for CUDA ones). ``timeout_s`` bounds every collective: a process whose peer died without closing its
+    connection fails after that long instead of waiting forever (``device.timeout_s``)."""
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
 
@@ -174,20 +217,18 @@ def init_process_group() -> None:
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s or DEFAULT_TIMEOUT_S))
 
 
-def init_from_env(strategy: str) -> Dist:
-    """A ``Dist`` for this process: data-parallel when started by torchrun with WORLD_SIZE > 1, or by srun
-    with more than one task."""
+def init_from_env(strategy: str, timeout_s: float | None = None) -> Dist:
+    """A ``Dist`` for this process: data-parallel (DDP, or FSDP with ``strategy=fsdp``) when started by torchrun
+    with WORLD_SIZE > 1, or by srun with more than one task."""
     world = env_world_size()
     if world == 1 or strategy == "single":
         return Dist()
-    if strategy == "fsdp":
-        raise PtcliError("device.strategy=fsdp is not built yet (issue #6)", fix="Use device.strategy=ddp")
-    init_process_group()
+    init_process_group(timeout_s)
     return Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                enabled=True)
+                enabled=True, strategy="fsdp" if strategy == "fsdp" else "ddp")
 
 
 def agree_on_run_stamp(stamp: str) -> str:
@@ -202,7 +243,8 @@ def agree_on_run_stamp(stamp: str) -> str:
 
 
 def unwrap(model):
-    """The plain model inside torch.compile and DDP wrappers (what checkpoints and exports must save)."""
+    """The model inside torch.compile and DDP wrappers (what checkpoints and exports must save). FSDP shards a
+    model in place, so an FSDP model unwraps to itself (its weights are shards: see ``plain_copy``)."""
     while True:
         inner = getattr(model, "_orig_mod", None) or (model.module if hasattr(model, "no_sync") else None)
         if inner is None:
@@ -210,11 +252,106 @@ def unwrap(model):
         model = inner
 
 
-def apply_ddp(model, dist_info: Dist, device):
-    """Wrap the model for data parallelism (gradients averaged across processes)."""
+def wrap(model, dist_info: Dist, placement):
+    """Wrap the model for data parallelism: DDP (gradients averaged across processes) or FSDP2 (``fully_shard``
+    on every transformer block, then on the root, which holds the embeddings and heads)."""
     if not dist_info.enabled:
         return model
+    if dist_info.strategy == "fsdp":
+        return apply_fsdp(model, dist_info, placement)
     from torch.nn.parallel import DistributedDataParallel
 
+    device = placement.device
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def shard_units(model) -> list:
+    """The transformer blocks FSDP shards one by one: members of a ``ModuleList`` whose class is one of the
+    model's ``_no_split_modules`` (Hugging Face's list of blocks that must stay whole), else the members of the
+    longest ``ModuleList``. Embeddings stay with the root: heads tie their weights to them."""
+    import torch.nn as nn
+
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    units = [b for lst in lists for b in lst if type(b).__name__ in block_names]
+    if not units and lists:
+        units = list(max(lists, key=len))
+    return units
+
+
+def apply_fsdp(model, dist_info: Dist, placement):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if placement.precision == "fp16":
+        raise PtcliError("device.strategy=fsdp does not support fp16 loss scaling",
+                         fix="Use device.precision=bf16 (or fp32) with FSDP")
+    if getattr(model, "peft_config", None) is not None:
+        raise PtcliError("LoRA (+peft) with device.strategy=fsdp is not supported",
+                         fix="Use device.strategy=ddp for LoRA runs: the adapter is small")
+    mesh = init_device_mesh(placement.device.type, (dist_info.world,))
+    for block in shard_units(model):
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def is_fsdp(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(unwrap(model), FSDPModule)
+
+
+@contextlib.contextmanager
+def no_sync(model, dist_info: Dist):
+    """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP) of a backward pass: for all micro-steps of
+    gradient accumulation but the last."""
+    if not dist_info.enabled:
+        yield
+    elif dist_info.strategy == "fsdp":
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        with model.no_sync():
+            yield
+
+
+def local_value(tensor) -> float:
+    """A scalar as a Python float, also when it is a DTensor (FSDP's gradient norm): a device read."""
+    full = getattr(tensor, "full_tensor", None)
+    return float(full() if full is not None else tensor)
+
+
+def plain_copy(model, dist_info: Dist):
+    """A model with ordinary full weights, for ``save_pretrained``: the model itself unless FSDP sharded it;
+    then every process takes part in gathering the weights, and rank 0 gets an unsharded copy (built on the meta
+    device, so without a second initialisation), the others None."""
+    model = unwrap(model)
+    if not dist_info.sharded:
+        return model
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not dist_info.is_rank0:
+        return None
+    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    with torch.device("meta"):
+        plain = cls(model.config)
+    plain.load_state_dict(full, assign=True, strict=False)
+    plain.tie_weights()
+    for name, buffer in model.named_buffers():  # FSDP leaves buffers whole; non-persistent ones are not in `full`
+        owner, _, attr = name.rpartition(".")
+        module = plain.get_submodule(owner)
+        if module._buffers.get(attr) is not None and module._buffers[attr].is_meta:
+            module._buffers[attr] = buffer.detach().to("cpu", copy=True)
+    missing = [n for n, p in plain.named_parameters() if p.is_meta]
+    if missing:
+        raise RuntimeError(f"gathering the FSDP model left weights unset: {', '.join(missing[:5])}")
+    plain.generation_config = model.generation_config
+    return plain.eval()

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ptcli.errors import RunFailure
-from ptcli.training.distributed import unwrap
+from ptcli.training.distributed import local_value, no_sync, unwrap
 
 
 @dataclass
@@ -77,8 +77,8 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
                 step_tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             last = i == len(micro_batches) - 1
-            # DDP all-reduces gradients on every backward unless told not to: only on the last micro-step.
-            sync = contextlib.nullcontext() if last or not dist.enabled else model.no_sync()
+            # DDP/FSDP reduce gradients on every backward unless told not to: only on the last micro-step.
+            sync = contextlib.nullcontext() if last else no_sync(model, dist)
             with sync:
                 with placement.autocast():
                     out = objective.loss(model, batch)
@@ -127,7 +127,7 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
             totals = dist.reduce_sum(torch.stack([window_sum, window_count]))
             now = time.time()
             log.log("train", state.step, loss=(totals[0] / totals[1].clamp(min=1)).item(),
-                    lr=lr, grad_norm=grad_norm.item(),
+                    lr=lr, grad_norm=local_value(grad_norm),
                     tokens_per_s=window_tokens / max(now - window_start, 1e-9), tokens=state.tokens,
                     epoch=round(batches.epoch, 4))
             window_sum.zero_(), window_count.zero_()
@@ -141,8 +141,7 @@ def train(model, objective, batches, optimizer, scheduler, scaler, placement, di
                 raise _nonfinite_failure(state.step, ckpt)
             state.data = batches.state_dict()
             snapshot = state.to_dict() | {"elapsed": state.elapsed + time.time() - started}
-            if dist.is_rank0:
-                ckpt.save(unwrap(model), optimizer, scheduler, scaler, snapshot)
+            ckpt.save(unwrap(model), optimizer, scheduler, scaler, snapshot, dist)  # FSDP: every rank writes
             dist.barrier()
         if done:
             state.elapsed += time.time() - started

@@ -29,7 +29,7 @@ def run(cfg, run_dir: Path) -> dict:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress display is the only one
-    dist = distributed.init_from_env(cfg.device.strategy)
+    dist = distributed.init_from_env(cfg.device.strategy, cfg.device.timeout_s)
     placement = device.resolve(cfg.device, dist.local_rank)
     torch.manual_seed(cfg.train.seed)
     log = MetricsLogger(run_dir, cfg.train.max_steps, enabled=dist.is_rank0, tensorboard=cfg.logger.tensorboard)
@@ -54,6 +54,8 @@ def run(cfg, run_dir: Path) -> dict:
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(placement.device)
+        if dist.sharded:  # FSDP replaces the parameters by shards: before the optimizer is built over them
+            model = distributed.wrap(model, dist, placement)
         n_params = sum(p.numel() for p in model.parameters())
         n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info(f"model: {model.config.model_type}, {n_params / 1e6:.2f}M parameters"
@@ -79,7 +81,7 @@ def run(cfg, run_dir: Path) -> dict:
         if dist.is_rank0:
             tokenizer.save_pretrained(run_dir / "tokenizer")
 
-        train_model = distributed.apply_ddp(model, dist, placement.device)
+        train_model = model if dist.sharded else distributed.wrap(model, dist, placement)
         if cfg.device.compile:
             train_model = torch.compile(train_model)
         tokens_per_step = None if data.labelled else cfg.train.batch_size * cfg.dataset.seq_len
@@ -88,8 +90,11 @@ def run(cfg, run_dir: Path) -> dict:
             return validation_metrics(train_model, objective, data, cfg, dist, placement)
 
         def on_best(state) -> None:
-            if dist.is_rank0 and cfg.train.export == "best":
-                checkpoint.export_model(model, tokenizer, run_dir / "best")
+            if cfg.train.export != "best":
+                return
+            plain = distributed.plain_copy(model, dist)  # FSDP: every process helps gather the weights
+            if dist.is_rank0:
+                checkpoint.export_model(plain, tokenizer, run_dir / "best")
                 (run_dir / "best" / "ptcli_best.json").write_text(json.dumps(
                     {"step": state.step, "metric": cfg.train.best_metric, "value": state.best_metric}) + "\n")
 
@@ -103,14 +108,21 @@ def run(cfg, run_dir: Path) -> dict:
         if state.preempted:
             stopped(cfg, run_dir, state, preemption.signal_name, dist, log.info)
         summary = {}
+        plain = distributed.plain_copy(model, dist)
         if dist.is_rank0:
-            final = finetune.export_final(model, tokenizer, run_dir, cfg, log.info)
+            final = finetune.export_final(plain, tokenizer, run_dir, cfg, log.info)
             summary = write_summary(run_dir, cfg, state, data, n_params, time.time() - wall_start)
             log.info(f"done: {state.step} steps, final model in {final}")
         return summary
+    except Exception as e:
+        failure = distributed.peer_failure(e, dist, run_dir)
+        if failure is None:
+            raise
+        dist.broken = True
+        raise failure from None
     finally:
         log.close()
-        if dist.enabled:
+        if dist.enabled and not dist.broken:  # tearing down a group with a dead member can block
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
@@ -185,8 +197,11 @@ def planned_steps(cfg, n_train_blocks: int) -> int | None:
 def validation_metrics(model, objective, data, cfg, dist, placement) -> dict:
     """The objective's validation metrics (loss first) over (up to eval_batches of) the validation data, all
     processes together. Streaming: only counts are kept, never logits."""
+    import itertools
+
     import torch
 
+    from ptcli.errors import RunFailure
     from ptcli.training.loop import step_generator
 
     micro = cfg.train.batch_size // (cfg.train.grad_accum * dist.world)
@@ -195,8 +210,23 @@ def validation_metrics(model, objective, data, cfg, dist, placement) -> dict:
     limit = cfg.train.eval_batches and cfg.train.eval_batches * cfg.train.grad_accum * dist.world
     evaluator = objective.evaluator()
     model.eval()
+    batches = iter(data.val_batches(micro, limit, dist))
+    batch = None
     with torch.no_grad():
-        for i, items in enumerate(data.val_batches(micro, limit, dist)):
+        for i in itertools.count():
+            items = next(batches, None)
+            if dist.sharded and not dist.all_true(items is None):
+                # FSDP's forward is collective: a process out of batches repeats its last one, uncounted,
+                # while the others finish theirs.
+                if items is None:
+                    if batch is None:
+                        raise RunFailure("the validation set has fewer batches than processes",
+                                         fix="Add validation data or lower train.batch_size")
+                    with placement.autocast():
+                        objective.evaluator().update(model, batch)
+                    continue
+            elif items is None:
+                break
             # A fixed generator per batch: masked-LM validation sees the same masks at every evaluation.
             # Seeded by the global batch index, so 1 or N processes mask the same way.
             batch = objective.collate(items, step_generator(cfg.train.seed + 1, 0, 0, i * dist.world + dist.rank))

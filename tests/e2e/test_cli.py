@@ -74,6 +74,7 @@ def test_config_prints_resolved_yaml_with_overrides():
     (["dataset.seq_len=1024"], "exceeds the model's maximum positions (256)"),
     (["model=gpt2-tiny", "objective=mlm"], "objective mlm needs an encoder"),
     (["key=[1,2"], "cannot parse override"),
+    (["device.timeout_s=0"], "device.timeout_s must be at least 1 second"),
 ])
 def test_config_errors_are_one_screen_with_exit_2(args, message):
     proc = run_cli("pretrain", "--dry-run", *args)
@@ -115,8 +116,20 @@ def test_dry_run_prints_config_and_estimate(verb, tmp_path):
     assert not (tmp_path / "outputs").exists(), "a dry run creates no run directory"
 
 
+@pytest.mark.parametrize(("what", "message"), [
+    ("missing", "'{tmp}/missing' does not exist"),
+    ("", "no complete checkpoint in '{tmp}'"),
+])
+def test_export_names_a_missing_checkpoint(tmp_path, what, message):
+    proc = run_cli("export", str(tmp_path / what) if what else str(tmp_path), str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.startswith("ptcli: error:")
+    assert message.format(tmp=tmp_path) in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["config", "pretrain"],
-                                  ["pretrain", "--dry-run"], ["pretrain", "--dry-run", "optim.lrr=1"]])
+                                  ["pretrain", "--dry-run"], ["pretrain", "--dry-run", "optim.lrr=1"],
+                                  ["export", "no-such-run", "out"]])
 def test_fast_paths_do_not_import_torch(args, tmp_path):
     modules = imported_modules(args, tmp_path)
     assert "ptcli" in modules

@@ -158,15 +158,17 @@ def test_killed_run_resumes_bitwise(tmp_path):
 
 
 @pytest.mark.distributed
-def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
-    """torchrun --nproc_per_node=2 (gloo) and one process with grad_accum=2 see the same global batches."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_cpu_processes_match_one_process(tmp_path, strategy):
+    """torchrun --nproc_per_node=2 (gloo), DDP or FSDP, and one process with grad_accum=2 see the same global
+    batches and give the same losses."""
     args = [*TINY, "train.max_steps=5", "train.batch_size=8", "train.eval_every=5"]
     single = run_cli("pretrain", *args, "train.grad_accum=2", f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                          "-m", "ptcli", "pretrain", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+                          "-m", "ptcli", "pretrain", *args, f"device.strategy={strategy}"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     runs = [p for p in (tmp_path / "outputs" / "pretrain").iterdir() if p.name != "latest"]
     assert len(runs) == 1, "one run directory for the whole torchrun job"
@@ -177,13 +179,23 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
         assert ddp_losses[step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
     single_val = records(tmp_path / "single", "eval")[-1]["val_loss"]
     assert records(runs[0], "eval")[-1]["val_loss"] == pytest.approx(single_val, rel=1e-5)
+    # the exported folder is whole (FSDP gathers its shards): the same weights as the 1-process run's
+    from safetensors.torch import load_file
+
+    got, want = (load_file(str(d / "model" / "model.safetensors")) for d in (runs[0], tmp_path / "single"))
+    assert sorted(got) == sorted(want)
+    for name, tensor in want.items():
+        assert got[name].shape == tensor.shape, name
+        assert (got[name] - tensor).abs().max() < 1e-4, name
 
 
 @pytest.mark.distributed
-def test_checkpoints_move_between_one_and_two_processes(tmp_path):
-    """A 2-process DDP checkpoint continues in 1 process (grad_accum=2: the same global batches) and a 1-process
-    checkpoint continues in 2, each with the losses of the uninterrupted run."""
-    args = [*TINY, "train.max_steps=6", "train.batch_size=8", "train.save_every=3", "train.eval_every=6"]
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_checkpoints_move_between_one_and_two_processes(tmp_path, strategy):
+    """A 2-process checkpoint (DDP: whole; FSDP: sharded) continues in 1 process (grad_accum=2: the same global
+    batches) and a 1-process checkpoint continues in 2, each with the losses of the uninterrupted run."""
+    args = [*TINY, "train.max_steps=6", "train.batch_size=8", "train.save_every=3", "train.eval_every=6",
+            f"device.strategy={strategy}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
     def torchrun(*extra):
@@ -200,6 +212,17 @@ def test_checkpoints_move_between_one_and_two_processes(tmp_path):
     single(f"hydra.run.dir={tmp_path / 'one'}")
     single(f"train.resume={tmp_path / 'ddp' / 'checkpoints' / 'step-00000003'}", f"hydra.run.dir={tmp_path / 'to1'}")
     torchrun(f"train.resume={tmp_path / 'one' / 'checkpoints' / 'step-00000003'}", f"hydra.run.dir={tmp_path / 'to2'}")
+    sharded = (tmp_path / "ddp" / "checkpoints" / "step-00000003" / "sharded").is_dir()
+    assert sharded == (strategy == "fsdp"), "FSDP writes sharded checkpoints, DDP whole ones"
+    # `ptcli export` gathers the 2-process final checkpoint in one process: the run's own model/ exactly
+    exported = run_cli("export", str(tmp_path / "ddp" / "checkpoints" / "step-00000006"), str(tmp_path / "hf"),
+                       cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    from safetensors.torch import load_file
+
+    got, want = (load_file(str(d / "model.safetensors")) for d in (tmp_path / "hf", tmp_path / "ddp" / "model"))
+    assert sorted(got) == sorted(want) and all(bool((got[k] == want[k]).all()) for k in want)
+    assert (tmp_path / "hf" / "tokenizer.json").is_file()
     for resumed, reference in (("to1", "ddp"), ("to2", "one")):
         expected, got = losses_by_step(tmp_path / reference), losses_by_step(tmp_path / resumed)
         assert sorted(got) == [4, 5, 6], resumed
