@@ -353,5 +353,6 @@ def plain_copy(model, dist_info: Dist):
     missing = [n for n, p in plain.named_parameters() if p.is_meta]
     if missing:
         raise RuntimeError(f"gathering the FSDP model left weights unset: {', '.join(missing[:5])}")
-    plain.generation_config = model.generation_config
+    if getattr(model, "generation_config", None) is not None:
+        plain.generation_config = model.generation_config
     return plain.eval()

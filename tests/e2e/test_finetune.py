@@ -310,3 +310,36 @@ def test_evaluate_a_finetuned_run_reproduces_its_validation_and_refuses_unseen_l
     (tmp_path / "new.csv").write_text("text,label\nthe film was fine,neutral\n")
     proc = run_cli("evaluate", f"model.path={run}", "dataset.val_files=[new.csv]", "device=cpu", cwd=tmp_path)
     assert proc.returncode == 2 and "label 'neutral' was never seen in training" in proc.stderr, proc.stderr
+
+
+@pytest.mark.distributed
+def test_fsdp_finetune_matches_one_process_and_exports_the_best(tmp_path, sentiment):
+    """Two FSDP processes: the same validation metrics at every evaluation as one process with grad_accum=2 (the
+    18 validation examples in micro-batches of 4 make 5 batches: one process repeats a batch, uncounted), and
+    model/ (best, gathered from the shards) equals the 1-process run's. No dropout: each process has its own RNG."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    args = [*TINY, f"dataset.files=[{sentiment}]", "optim.lr=3e-3", "train.max_steps=4", "train.batch_size=8",
+            "train.eval_every=2", "train.best_metric=loss", "dataset.val_fraction=0.075", "model.dropout=0.0"]
+    one = run_cli("finetune", *args, "train.grad_accum=2", f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PTCLI_DEBUG", None)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                          "-m", "ptcli", "finetune", *args, "device.strategy=fsdp", f"hydra.run.dir={tmp_path / 'two'}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "18 validation" in one.stderr + one.stdout
+    for a, b in zip(evals(tmp_path / "one"), evals(tmp_path / "two"), strict=True):
+        assert a["step"] == b["step"]
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+        assert b["val_accuracy"] == a["val_accuracy"]
+    got, want = (load_file(str(tmp_path / d / "model" / "model.safetensors")) for d in ("two", "one"))
+    assert sorted(got) == sorted(want)
+    assert all(float((got[k] - want[k]).abs().max()) < 1e-4 for k in want)
+    assert json.loads((tmp_path / "two" / "model" / "config.json").read_text())["id2label"] == \
+        json.loads((tmp_path / "one" / "model" / "config.json").read_text())["id2label"]
