@@ -131,3 +131,16 @@ def test_torchrun_fsdp_job_with_a_killed_worker_ends(tmp_path):
     assert "ptcli: error: process 0 of 2: another process of this job died" in err, err[-3000:]
     assert (sorted((run / "checkpoints").glob("step-*"))[-1] / "sharded").is_dir()
     assert_resumable(run, tmp_path)
+
+
+def test_world_size_that_does_not_divide_the_batch_fails_before_training(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PTCLI_DEBUG", None)
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                          "-m", "ptcli", "pretrain", *TINY, "train.batch_size=5", "train.max_steps=3"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert job.returncode != 0
+    message = "ptcli: error: train.batch_size (5) must be divisible by train.grad_accum x processes (1 x 2 = 2)"
+    # one line from each process that got to print before torchrun stopped the other; then torchrun's own report
+    assert message in job.stderr.split("Traceback")[0], job.stderr[-3000:]
+    assert not (tmp_path / "outputs").exists(), "nothing ran: no run directory"
