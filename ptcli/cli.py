@@ -22,7 +22,8 @@ VERB_HELP = {
 EXAMPLES = {
     "pretrain": ["ptcli pretrain", "ptcli pretrain +objective=mlm",
                  "ptcli pretrain dataset=text dataset.files=[corpus.txt] train.max_steps=2000",
-                 "ptcli pretrain -m optim.lr=1e-3,3e-4"],
+                 "ptcli pretrain -m optim.lr=1e-3,3e-4",
+                 "torchrun --nproc_per_node=4 -m ptcli pretrain device.strategy=fsdp   (or ddp: the default)"],
     "finetune": ["ptcli finetune dataset.files=[train.tsv] dataset.text_column=sentence train.best_metric=accuracy",
                  "ptcli finetune objective=token_classification dataset=conll dataset.files=[train.txt] "
                  "train.best_metric=f1",
@@ -37,7 +38,8 @@ EXAMPLES = {
                   "ptcli pretrain tokenizer.path=outputs/tokenizer/latest/tokenizer"],
 }
 EPILOG = ("Overrides use Hydra's grammar: key=value, group=option, +key=value, ~key; -m sweeps a,b. "
-          "Exit codes: 0 ok, 1 run failed, 2 bad command line, config or input.")
+          "Exit codes: 0 ok, 1 run failed, 2 bad command line, config or input, 3 stopped by a signal "
+          "after a checkpoint (resume with train.resume=auto).")
 
 app = typer.Typer(help="ptcli: pretrain, fine-tune, generate with and evaluate transformer models.",
                   epilog=EPILOG, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
