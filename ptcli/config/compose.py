@@ -6,7 +6,7 @@ import difflib
 import re
 from pathlib import Path
 
-from ptcli.config import paths
+from ptcli.config import launchers, paths
 from ptcli.config.overrides import first_sweep_point, is_hydra_override, search_path_override
 from ptcli.errors import PtcliError
 
@@ -56,6 +56,7 @@ def compose(verb: str, args: list[str], config_dirs: list[str | Path] = (), with
                          fix="Use key=value, group=option, +key=value or ~key (see `ptcli --help`)") from None
     extra = search_path_override(paths.user_config_dirs(config_dirs))
     hydra_args = [a for a in args if is_hydra_override(a)] if with_hydra else []
+    launchers.quiet_schema_matching()
     problems: list[tuple[str, str]] = []  # (kind, key)
     remaining = list(job_args)
     with initialize_config_dir(config_dir=str(paths.packaged_config_dir()), version_base="1.3"):

@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from ptcli.config import paths
+from ptcli.config import launchers, paths
 from ptcli.config.compose import compose
 from ptcli.config.overrides import normalise, search_path_override
 from ptcli.config.validate import validate
@@ -68,7 +68,10 @@ def run_verb(verb: str, args: list[str], *, dry_run=False, multirun=False, confi
             print_plan(verb, data)
             return 0
         stable = (data.get("train") or {}).get("resume") == "auto"
-        return launch(verb, args, multirun=multirun, config_dirs=config_dirs, slurm_dir=stable)
+        # hydra/launcher=submitit_slurm without sbatch: say so now, not in a traceback mid-launch.
+        target = launchers.check_launcher(verb, args, config_dirs) if multirun else None
+        return launch(verb, args, multirun=multirun, config_dirs=config_dirs, slurm_dir=stable,
+                      submitit=launchers.is_submitit(target))
     except PtcliError as e:
         return report(e)
 
@@ -96,11 +99,12 @@ def swapped_argv(argv: list[str]):
         sys.argv = saved
 
 
-def launch(verb: str, args: list[str], *, multirun=False, config_dirs=(), slurm_dir=False) -> int:
+def launch(verb: str, args: list[str], *, multirun=False, config_dirs=(), slurm_dir=False, submitit=False) -> int:
     """Hand the overrides to ``hydra.main`` (sweeps, launchers and run dirs are Hydra's), return the exit code.
 
     ``slurm_dir`` (train.resume=auto): inside a Slurm job the run directory is named after the job, so a
-    requeued job finds its own checkpoints."""
+    requeued job finds its own checkpoints. ``submitit``: the sweep's points run as submitit jobs; what goes
+    wrong there (a failed point, a refused submission) is reported here, in ptcli's words."""
     import hydra
 
     apply_slurm_env()  # srun's tasks: RANK/WORLD_SIZE/MASTER_* from SLURM_*, before any rank check below
@@ -120,13 +124,34 @@ def launch(verb: str, args: list[str], *, multirun=False, config_dirs=(), slurm_
         stamp = agree_on_run_stamp(datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"))
         extra.append(f"hydra.run.dir=${{run.out_dir}}/{verb}/{stamp}")
     argv = [f"ptcli-{verb}", *(["--multirun"] if multirun else []), *args, *extra, f"hydra.job.name={verb}"]
+    launchers.quiet_schema_matching()
+    if submitit:
+        launchers.prepare_submitit_env()
     task = hydra.main(config_path=str(paths.packaged_config_dir()), config_name=verb, version_base="1.3")(run_task)
-    with swapped_argv(argv):
+    with swapped_argv(argv), launchers.errors_reach_ptcli(submitit):
         try:
             task()
         except SystemExit as e:
+            if multirun and e.code:
+                summarise_stopped_sweep()
             return e.code if isinstance(e.code, int) else 1
+        except Exception as e:  # only with `submitit`: Hydra passes errors on instead of printing them
+            code = report(e)
+            summarise_stopped_sweep()
+            return code
     return 0
+
+
+def summarise_stopped_sweep() -> None:
+    """A sweep that ended on a failed point: the summary of the points there are, failed ones marked."""
+    from ptcli.config.sweep import CURRENT, write_summary
+
+    sweep_dir = CURRENT.pop("dir", None)
+    if sweep_dir is not None and sweep_dir.is_dir():
+        with contextlib.suppress(Exception):
+            if write_summary(sweep_dir):
+                print(f"ptcli: sweep summary (failed points marked) in {sweep_dir / 'sweep_summary.md'}",
+                      file=sys.stderr)
 
 
 def run_task(cfg) -> None:
@@ -137,6 +162,11 @@ def run_task(cfg) -> None:
     hydra_cfg = HydraConfig.get()
     verb = hydra_cfg.job.name
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    # A sweep point in a submitit job: srun's tasks get their ranks here (launch() ran in the submitting process).
+    submitit_point = launchers.is_submitit_point(hydra_cfg)
+    if submitit_point:
+        apply_slurm_env()
+    data = None
     try:
         data = validate(verb, cfg)
         resolved = OmegaConf.create(data)
@@ -147,15 +177,21 @@ def run_task(cfg) -> None:
             print(f"ptcli {verb}: run directory {run_dir}", file=sys.stderr)
         module, _, func = RUNNERS[verb].partition(":")
         getattr(importlib.import_module(module), func)(resolved, run_dir)
-    except SystemExit:
+    except SystemExit as e:
+        if submitit_point and e.code:
+            raise launchers.point_outcome(e.code if isinstance(e.code, int) else 1, run_dir, data) from None
         raise
     except KeyboardInterrupt:
         print(f"ptcli: interrupted; run directory {run_dir}", file=sys.stderr)
+        if submitit_point:
+            raise launchers.point_outcome(130, run_dir, data) from None
         raise SystemExit(130) from None
     except BaseException as e:  # one screen for the user, the traceback only with --debug
         code = report(e)
         if code != 2:
             print(f"ptcli: run directory {run_dir}", file=sys.stderr)
+        if submitit_point:  # in the job's log above; and back to the waiting `ptcli -m`
+            raise launchers.point_outcome(code, run_dir, data, e) from None
         raise SystemExit(code) from None
 
 

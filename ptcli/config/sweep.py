@@ -16,9 +16,28 @@ BEST_KEYS = (("best_val_loss", False), ("final_val_loss", False), ("best_metric"
              ("ppl", False))
 
 
+# The sweep directory of the sweep this process runs (set when it starts), so that a sweep that stops on a failed
+# point still gets its summary (ptcli.config.entry.launch writes it then).
+CURRENT: dict = {}
+
+
 class SweepSummary(Callback):
+    def on_multirun_start(self, config, **kwargs) -> None:
+        import sys
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        CURRENT["dir"] = sweep_dir
+        target = str(config.hydra.launcher.get("_target_") or "")
+        if target.startswith("hydra_plugins.hydra_submitit_launcher."):  # the points' output goes to job logs
+            where = "a Slurm job" if target.endswith("SlurmLauncher") else "a local process"
+            logs = str(config.hydra.launcher.submitit_folder).replace("%j", "<job id>")
+            name = config.hydra.runtime.choices.get("hydra/launcher") or target.rsplit(".", 1)[-1]
+            print(f"ptcli {config.hydra.job.name}: sweep directory {sweep_dir}; each point runs as {where} "
+                  f"(hydra/launcher={name}) with its log in {logs}; waiting for them", file=sys.stderr, flush=True)
+
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        CURRENT.pop("dir", None)
         if sweep_dir.is_dir():
             write_summary(sweep_dir)
 

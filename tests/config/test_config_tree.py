@@ -110,7 +110,11 @@ SECTION_SCHEMAS = {"model": schema.ModelConfig, "dataset": schema.DatasetConfig,
                    "peft": schema.PeftConfig}
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+LAUNCHERS = {"submitit_slurm": "SlurmQueueConf", "submitit_local": "LocalQueueConf"}  # hydra/launcher/*.yaml
+
+
+@pytest.mark.parametrize("path", sorted([*CONFIGS.glob("*/*.yaml"), *CONFIGS.glob("hydra/launcher/*.yaml")]),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_yaml_has_a_header_and_exactly_its_schema_keys(path):
     text = path.read_text()
     assert text.startswith("#"), "every YAML starts with a comment saying what it is"
@@ -124,6 +128,39 @@ def test_every_yaml_has_a_header_and_exactly_its_schema_keys(path):
         assert set(node) == fields
     elif group in SECTION_SCHEMAS:
         assert set(data) == {f.name for f in dataclasses.fields(SECTION_SCHEMAS[group])}
+    elif group == "launcher":  # ptcli's defaults for a launcher plugin's config: only keys the plugin has
+        from hydra_plugins.hydra_submitit_launcher import config as plugin
+
+        schema_cls = getattr(plugin, LAUNCHERS[path.stem])
+        assert set(data) <= {f.name for f in dataclasses.fields(schema_cls)}
+        assert data["_target_"] == schema_cls._target_
+
+
+@pytest.mark.parametrize("option", sorted(LAUNCHERS))
+def test_launcher_configs_are_ptcli_defaults_on_the_plugins_config(option):
+    """`hydra/launcher=submitit_slurm` gives configs/hydra/launcher/submitit_slurm.yaml merged onto the plugin's own
+    config (every plugin key, typed), overridable from the command line, without Hydra's schema-matching notice."""
+    import warnings
+
+    from hydra_plugins.hydra_submitit_launcher import config as plugin
+    from omegaconf import OmegaConf
+
+    import ptcli.config.launchers  # noqa: F401  (imported by every verb: silences that notice)
+
+    ours = yaml.safe_load((CONFIGS / "hydra" / "launcher" / f"{option}.yaml").read_text())
+    with warnings.catch_warnings(record=True) as caught:
+        cfg = compose("pretrain", [f"hydra/launcher={option}", "hydra.launcher.nodes=1", "hydra.launcher.mem_gb=8"],
+                      with_hydra=True)
+    assert not [w for w in caught if "schema" in str(w.message)]
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert set(launcher) == {f.name for f in dataclasses.fields(getattr(plugin, LAUNCHERS[option]))}
+    assert {k: v for k, v in launcher.items() if k in ours and k != "mem_gb"} == {
+        k: v for k, v in ours.items() if k != "mem_gb"}
+    assert launcher["mem_gb"] == 8
+    if option == "submitit_slurm":
+        assert (launcher["timeout_min"], launcher["signal_delay_s"], launcher["tasks_per_node"]) == (60, 120, 1)
+    with pytest.raises(Exception, match="timeout_min"):  # typed by the plugin's schema
+        compose("pretrain", [f"hydra/launcher={option}", "hydra.launcher.timeout_min=an-hour"], with_hydra=True)
 
 
 def test_mlm_objective_selects_an_encoder_unless_a_model_is_named():

@@ -330,7 +330,8 @@ def test_fsdp_finetune_matches_one_process_and_exports_the_best(tmp_path, sentim
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PTCLI_DEBUG", None)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                          "-m", "ptcli", "finetune", *args, "device.strategy=fsdp", f"hydra.run.dir={tmp_path / 'two'}"],
+                          "-m", "ptcli", "finetune", *args, "device.strategy=fsdp",
+                          f"hydra.run.dir={tmp_path / 'two'}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "18 validation" in one.stderr + one.stdout
