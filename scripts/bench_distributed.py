@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import BATCH, HEADS, LAYERS, SEQ, VOCAB, WIDTH  # noqa: E402
+from bench_train import BATCH, HEADS, LAYERS, SEQ, VOCAB, WIDTH, logged_throughput  # noqa: E402
 
 WARMUP = 5
 
@@ -99,10 +99,7 @@ def ptcli(strategy: str, nproc: int, steps: int, device: str, log_every: int = 1
                 sys.exit(proc.stderr[-3000:])
         else:
             torchrun(nproc, "-m", "ptcli", "pretrain", *args, env={"PTCLI_CACHE_DIR": tmp})
-        records = [json.loads(line) for line in Path(tmp, "run", "metrics.jsonl").read_text().splitlines()]
-        windows = [r for r in records if r["kind"] == "train"][1:]
-        tokens = log_every * BATCH * SEQ
-        return len(windows) * tokens / sum(tokens / r["tokens_per_s"] for r in windows)
+        return logged_throughput(Path(tmp, "run", "metrics.jsonl"), log_every * BATCH * SEQ)
 
 
 def main() -> None:

@@ -85,10 +85,15 @@ def ptcli_run(steps: int, device: str, threads: int, log_every: int = 10) -> flo
         proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PTCLI_CACHE_DIR": tmp})
         if proc.returncode:
             sys.exit(f"ptcli failed:\n{proc.stderr}")
-        records = [json.loads(line) for line in Path(tmp, "run", "metrics.jsonl").read_text().splitlines()]
-        windows = [r for r in records if r["kind"] == "train"][1:]
-        tokens_per_window = log_every * BATCH * SEQ
-        return len(windows) * tokens_per_window / sum(tokens_per_window / r["tokens_per_s"] for r in windows)
+        return logged_throughput(Path(tmp, "run", "metrics.jsonl"), log_every * BATCH * SEQ)
+
+
+def logged_throughput(metrics: Path, tokens_per_window: int) -> float:
+    """Tokens/s over the train log windows of a metrics.jsonl, the first (warm-up) dropped: total tokens over
+    total time, not a mean of rates."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    windows = [r for r in records if r["kind"] == "train"][1:]
+    return len(windows) * tokens_per_window / sum(tokens_per_window / r["tokens_per_s"] for r in windows)
 
 
 def main() -> None:

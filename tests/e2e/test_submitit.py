@@ -17,19 +17,9 @@ import yaml
 
 from tests.conftest import REPO, run_cli
 from tests.e2e.test_pretrain import TINY
-from tests.e2e.test_slurm import JOB_TIMEOUT, slurm_missing, wait_for_job
+from tests.e2e.test_slurm import JOB_TIMEOUT, slurm, wait_for_job  # noqa: F401 (slurm: a fixture)
 
 SWEEP = [*TINY, "train.max_steps=2", "train.eval_every=2", "optim.lr=1e-3,2e-3"]
-
-
-@pytest.fixture
-def slurm_cluster():
-    """Skips without a Slurm cluster; fails instead under PTCLI_REQUIRE_SLURM=1 (CI starts the local one)."""
-    reason = slurm_missing()
-    if reason:
-        if os.environ.get("PTCLI_REQUIRE_SLURM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def the_sweep(out: Path) -> Path:
@@ -73,7 +63,8 @@ def test_submitit_local_runs_each_point_as_its_own_process(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_submitit_slurm_submits_one_slurm_job_per_point(slurm_cluster, tmp_path):
+@pytest.mark.usefixtures("slurm")
+def test_submitit_slurm_submits_one_slurm_job_per_point(tmp_path):
     out = tmp_path / "outputs"
     # This process submits (sbatch) and waits; the jobs start the same interpreter (sys.executable) and inherit this
     # environment (sbatch exports it): PTCLI_CACHE_DIR (conftest's), SLURM_CONF, and ptcli on PYTHONPATH.
