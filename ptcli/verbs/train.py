@@ -54,8 +54,8 @@ def run(cfg, run_dir: Path) -> dict:
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(placement.device)
-        if dist.sharded:  # FSDP replaces the parameters by shards: before the optimizer is built over them
-            model = distributed.wrap(model, dist, placement)
+        # DDP wraps the model; FSDP shards it in place (new parameters): before the optimizer is built over them
+        train_model = distributed.wrap(model, dist, placement)
         n_params = sum(p.numel() for p in model.parameters())
         n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info(f"model: {model.config.model_type}, {n_params / 1e6:.2f}M parameters"
@@ -81,7 +81,6 @@ def run(cfg, run_dir: Path) -> dict:
         if dist.is_rank0:
             tokenizer.save_pretrained(run_dir / "tokenizer")
 
-        train_model = model if dist.sharded else distributed.wrap(model, dist, placement)
         if cfg.device.compile:
             train_model = torch.compile(train_model)
         tokens_per_step = None if data.labelled else cfg.train.batch_size * cfg.dataset.seq_len
