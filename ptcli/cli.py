@@ -87,7 +87,7 @@ def make_verb(verb: str):
         debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (also PTCLI_DEBUG=1)."),
     ) -> None:
         _set_debug(debug)
-        from ptcli.config.entry import run_verb
+        from ptcli.launch.entry import run_verb
 
         raise typer.Exit(run_verb(verb, ctx.args, dry_run=dry_run, multirun=multirun, config_dirs=config_dir or []))
 
@@ -113,8 +113,8 @@ def config_command(
     Example: ptcli config pretrain +objective=mlm optim.lr=3e-4
     """
     _set_debug(debug)
-    from ptcli.config.entry import config_yaml
     from ptcli.errors import PtcliError, report
+    from ptcli.launch.entry import config_yaml
 
     try:
         if verb not in paths.VERBS:

@@ -17,20 +17,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-_LOWER_IS_BETTER = ("loss", "mse", "ppl", "perplexity", "bits_per", "error")
-
-
-def higher_is_better(name: str) -> bool:
-    """Whether a larger value of metric ``name`` is better: False for losses and errors, True otherwise."""
-    lowered = name.lower()
-    return not any(marker in lowered for marker in _LOWER_IS_BETTER)
-
-
-def summarise(metrics: dict, prefix: str = "") -> dict:
-    """``metrics`` with ``prefix`` before each key and floats rounded to 6 decimals (ints such as count stay)."""
-    return {f"{prefix}{name}": value if isinstance(value, int) else round(float(value), 6)
-            for name, value in metrics.items()}
-
 
 def _check_same_length(predictions: Sequence, references: Sequence) -> None:
     if len(predictions) != len(references):

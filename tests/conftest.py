@@ -1,16 +1,13 @@
-"""Shared test helpers: run the CLI in a subprocess, find ../shared/data, keep caches per session."""
+"""Shared fixtures: an isolated cache per session, tiny models and data built once, a composed config, Slurm."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from tests.support import sentiment_rows, slurm_missing, tiny_models
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,21 +17,50 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
-            stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``python -m ptcli ARGS`` in a subprocess, as a user would run it; returns the completed process."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("PTCLI_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "ptcli", *args], cwd=cwd, env=full_env, text=True,
-                          capture_output=True, timeout=timeout, input=stdin)
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny GPT-2, T5 and BERT folders with ptcli-trained tokenizers (and a GPT-2 without one), built once."""
+    return tiny_models(tmp_path_factory.mktemp("tiny-models"))
 
 
-def shared_data(relative: str) -> Path:
-    """A file under ../shared/data; skips when absent, fails under PTCLI_REQUIRE_SHARED=1 (CI)."""
-    path = SHARED_DATA / relative
-    if not path.exists():
-        reason = f"{path} is absent (real data lives in ../shared/data beside the repository)"
-        if os.environ.get("PTCLI_REQUIRE_SHARED") == "1":
+@pytest.fixture(scope="session")
+def sentiment(tmp_path_factory) -> Path:
+    """A CSV of 240 labelled sentences (pos/neg) a tiny classifier learns in a few steps."""
+    path = tmp_path_factory.mktemp("data") / "train.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in sentiment_rows(240)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """A byte-level BPE tokenizer (400 tokens) trained on a slice of the embedded corpus."""
+    from ptcli.data.corpus import generate_corpus
+    from ptcli.processing.tokenizers import train_tokenizer
+
+    return train_tokenizer(generate_corpus(0, 60_000).documents, "bpe", 400)
+
+
+@pytest.fixture
+def composed():
+    """``composed(verb, *overrides)``: the validated config a run would get (as attribute-access OmegaConf)."""
+    from omegaconf import OmegaConf
+
+    from ptcli.config.validate import validate
+    from ptcli.launch.compose import compose
+    from ptcli.launch.entry import prepare_args
+
+    def make(verb: str, *overrides: str):
+        args = prepare_args(verb, list(overrides))
+        return OmegaConf.create(validate(verb, compose(verb, args)))
+
+    return make
+
+
+@pytest.fixture
+def slurm():
+    """Skips (or, under PTCLI_REQUIRE_SLURM=1, fails) without a Slurm cluster that can run jobs."""
+    reason = slurm_missing()
+    if reason:
+        if os.environ.get("PTCLI_REQUIRE_SLURM") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    return path

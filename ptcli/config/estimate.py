@@ -43,12 +43,12 @@ def count_parameters(s: dict) -> int:
     return n * (attention + mlp + 4 * h) + embeddings + head
 
 
-def plan(cfg: dict) -> list[str]:
+def plan(verb: str, cfg: dict) -> list[str]:
     """Lines describing model size, batch shape and memory, for ``--dry-run``."""
     if "model" not in cfg:
         tok = cfg["tokenizer"]
         return [f"tokenizer: {tok['kind']}, {tok['vocab_size']} tokens, "
-                f"trained on dataset.source={cfg['dataset']['source']}"]
+                f"trained on {cfg['dataset']['_target_'].rsplit('.', 1)[-1]}"]
     sizes = model_sizes(cfg["model"])
     if sizes is None or sizes.get("hidden") is None or sizes.get("vocab_size") is None:
         return [f"model: {cfg['model'].get('path')} (loaded at run time; size unknown before loading)"]

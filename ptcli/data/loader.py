@@ -1,32 +1,44 @@
-"""Batches of packed blocks in a seeded order that resumes exactly and shards across processes."""
+"""Batches for the loop: a seeded order that resumes exactly and shards across processes, collated by the objective
+in ``torch.utils.data.DataLoader`` workers (prefetched, pinned on CUDA).
+
+Every micro-batch is a pure function of (seed, step, rank, micro-step): which examples it holds comes from a seeded
+permutation per epoch, and its randomness (MLM masks, augmentation) from a generator seeded by where it is. So a
+killed and resumed run draws exactly what an uninterrupted one would, whatever the number of workers.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 
-class BlockBatches:
-    """Global batches of ``global_batch`` blocks per optimizer step, in a fresh seeded permutation every epoch.
+def step_generator(seed: int, step: int, rank: int, micro: int):
+    """A generator for one micro-batch's randomness: a pure function of where we are."""
+    import torch
 
-    Each process takes its contiguous share of the global batch and splits it into ``grad_accum``
-    micro-batches, so one process with accumulation and N processes see the same global batch. The only
-    state is ``position`` (blocks consumed so far), which makes resume exact.
-    """
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank * 101 + micro)
 
-    def __init__(self, blocks, indices, global_batch: int, seed: int, rank: int = 0, world: int = 1,
-                 grad_accum: int = 1):
-        self.blocks, self.indices = blocks, np.asarray(indices)
+
+def row_seed(seed: int, index: int, sequence: int = 0) -> int:
+    """A 63-bit seed for one row (a prompt, an evaluation block): the same row and seed give the same draws in any
+    batch."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}:{index}:{sequence}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+class StepOrder:
+    """Global batches of ``global_batch`` examples per optimizer step, in a fresh seeded permutation every epoch.
+    Each process takes its contiguous share of the global batch and splits it into ``grad_accum`` micro-batches, so
+    one process with accumulation and N processes see the same global batch."""
+
+    def __init__(self, indices, global_batch: int, seed: int, rank: int = 0, world: int = 1, grad_accum: int = 1):
+        self.indices = np.asarray(indices)
         self.global_batch, self.seed, self.grad_accum = global_batch, seed, grad_accum
         self.rank, self.world = rank, world
-        self.position = 0
         self._perm_epoch, self._perm = -1, None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def epoch(self) -> float:
-        return self.position / len(self.indices)
 
     def _permutation(self, epoch: int):
         if epoch != self._perm_epoch:
@@ -34,39 +46,132 @@ class BlockBatches:
             self._perm_epoch = epoch
         return self._perm
 
-    def next_step(self) -> list:
-        """The micro-batches (LongTensors of token ids) this process trains on in the next step."""
+    def micro_batches(self, position: int) -> list[list[int]]:
+        """The example indices of this process's micro-batches in the step that starts at ``position``."""
         n = len(self.indices)
-        chosen = []
-        for pos in range(self.position, self.position + self.global_batch):
-            chosen.append(self.indices[self._permutation(pos // n)[pos % n]])
-        self.position += self.global_batch
+        chosen = [int(self.indices[self._permutation(pos // n)[pos % n]])
+                  for pos in range(position, position + self.global_batch)]
         share = self.global_batch // self.world
         mine = chosen[self.rank * share:(self.rank + 1) * share]
         micro = share // self.grad_accum
-        return [self.fetch(mine[i * micro:(i + 1) * micro]) for i in range(self.grad_accum)]
+        return [sorted(mine[i * micro:(i + 1) * micro]) for i in range(self.grad_accum)]
 
-    def fetch(self, chosen):
-        """The micro-batch for these indices (sorted: memory-mapped reads go forward)."""
-        import torch
 
-        return torch.from_numpy(self.blocks[np.sort(chosen)].astype(np.int64))
+class _Steps:
+    """The DataLoader's sampler: keys ``(step, micro, indices)`` from a position on, one per micro-batch, forever."""
+
+    def __init__(self, order: StepOrder, position: int, step: int):
+        self.order, self.position, self.step = order, position, step
+
+    def __iter__(self):
+        position, step = self.position, self.step
+        while True:
+            for micro, indices in enumerate(self.order.micro_batches(position)):
+                yield step, micro, tuple(indices)
+            position += self.order.global_batch
+            step += 1
+
+
+class Collated:
+    """A map-style dataset whose items are collated micro-batches: ``(batch, units)`` for a key ``(step, micro,
+    indices)``. ``units`` (tokens, images, seconds of audio) are counted here, on CPU tensors, so the loop never
+    reads the device for throughput."""
+
+    def __init__(self, data, collate: Callable, units: Callable, seed: int, rank: int):
+        self.data, self.collate, self.units, self.seed, self.rank = data, collate, units, seed, rank
+
+    def __getitem__(self, key):
+        step, micro, indices = key
+        fetch = getattr(self.data, "fetch", None)
+        examples = fetch(list(indices)) if fetch is not None else [self.data[i] for i in indices]
+        batch = self.collate(examples, step_generator(self.seed, step, self.rank, micro))
+        return batch, self.units(batch)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def _identity(item):
+    return item
+
+
+def data_loader(dataset, sampler, workers: int, pin: bool):
+    """A DataLoader over ready keys (no automatic batching: each item is a whole micro-batch)."""
+    import os
+
+    from torch.utils.data import DataLoader
+
+    if workers:  # collation forks after tokenization: the Rust tokenizer would warn about its thread pool
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_identity, num_workers=workers,
+                      pin_memory=pin, prefetch_factor=2 if workers else None)
+
+
+class TrainBatches:
+    """This process's training micro-batches from a position on. ``next_step()`` gives the micro-batches of the next
+    optimizer step as ``(batch, units)`` pairs; the state is the position (examples consumed), so resume is exact."""
+
+    def __init__(self, data, collate: Callable, units: Callable, global_batch: int, seed: int, rank: int = 0,
+                 world: int = 1, grad_accum: int = 1, workers: int = 0, pin: bool = False, indices=None):
+        self.data = data
+        self.order = StepOrder(range(len(data)) if indices is None else indices, global_batch, seed, rank, world,
+                               grad_accum)
+        self.dataset = Collated(data, collate, units, seed, rank)
+        self.global_batch, self.grad_accum, self.workers, self.pin = global_batch, grad_accum, workers, pin
+        self.position = 0
+        self._iter: Iterator | None = None
+
+    def __len__(self) -> int:
+        return len(self.order.indices)
+
+    @property
+    def epoch(self) -> float:
+        return self.position / max(len(self), 1)
+
+    def start(self, step: int) -> None:
+        """Begin at optimizer step ``step`` (its randomness is seeded by it) from the current position."""
+        self._iter = iter(data_loader(self.dataset, _Steps(self.order, self.position, step), self.workers, self.pin))
+
+    def next_step(self) -> list:
+        if self._iter is None:
+            self.start(0)
+        out = [next(self._iter) for _ in range(self.grad_accum)]
+        self.position += self.global_batch
+        return out
 
     def state_dict(self) -> dict:
         return {"position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
         self.position = int(state["position"])
+        self._iter = None
 
 
-def eval_batches(blocks, indices, batch_size: int, max_batches: int | None, rank: int = 0, world: int = 1):
-    """Validation micro-batches in a fixed order; each process takes every world-th batch."""
-    import torch
-
-    indices = np.asarray(indices)
-    starts = list(range(0, len(indices), batch_size))
+def eval_batches(data, collate: Callable, units: Callable, batch_size: int, max_batches: int | None, seed: int,
+                 rank: int = 0, world: int = 1, workers: int = 0, pin: bool = False, indices=None):
+    """Validation micro-batches in a fixed order; each process takes every world-th batch. Batch i's randomness (MLM
+    masks) is seeded by i alone, so every evaluation, and 1 or N processes, see the same masks."""
+    order = list(range(len(data))) if indices is None else [int(i) for i in indices]
+    starts = list(range(0, len(order), batch_size))
     if max_batches:
         starts = starts[:max_batches]
-    for i, start in enumerate(starts):
-        if i % world == rank:
-            yield torch.from_numpy(blocks[np.sort(indices[start:start + batch_size])].astype(np.int64))
+    keys = [(0, i, tuple(sorted(order[s:s + batch_size]))) for i, s in enumerate(starts) if i % world == rank]
+    loader = data_loader(Collated(data, collate, units, seed, 0), keys, workers, pin)
+    for batch, _ in loader:
+        yield batch
+
+
+class Blocks:
+    """Packed token blocks (a read-only memmap) as a dataset: ``fetch`` reads several rows at once (sorted, so
+    memory-mapped reads go forward) into one LongTensor."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def fetch(self, indices: list[int]):
+        import torch
+
+        return torch.from_numpy(self.blocks[np.sort(indices)].astype(np.int64))

@@ -7,9 +7,9 @@ as its completion contains one; the completion is cut before it (finish_reason "
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from ptcli.data.loader import row_seed
 from ptcli.errors import PtcliError
 from ptcli.inference.prompts import BadPrompt, Prompt
 
@@ -23,12 +23,6 @@ class Completion:
     new_tokens: int
     finish_reason: str  # stop | eos | length
     index: int = 0  # which of the num_return_sequences
-
-
-def row_seed(seed: int, prompt_index: int, sequence: int = 0) -> int:
-    """A 63-bit seed for one output row: the same prompt and seed give the same draws in any batch."""
-    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sequence}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 def check_settings(cfg) -> None:

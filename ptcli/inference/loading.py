@@ -1,4 +1,4 @@
-"""Load a model for inference: which kind it is (causal, seq2seq, fill-mask), its head, tokenizer and context."""
+"""Load a model for inference: which kind it is (causal, seq2seq, fill-mask), its head, processors and context."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ptcli.config import plugins
 from ptcli.config.paths import resolve_model_dir
 from ptcli.errors import PtcliError
+from ptcli.models.families import ENCODERS
 
-KINDS = ("causal", "seq2seq", "fill-mask")
-KIND_HEADS = {"causal": "causal_lm", "seq2seq": "seq2seq_lm", "fill-mask": "masked_lm"}
-ENCODER_TYPES = {"bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "albert", "xlm-roberta",
-                 "modernbert", "camembert", "mpnet", "megatron-bert", "ernie"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model",
-                   "tokenizer.model", "sentencepiece.bpe.model")
+# How generate and evaluate use a model of each inference kind: the transformers auto class that loads it.
+KIND_CLASSES = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
+                "fill-mask": "AutoModelForMaskedLM"}
 
 
 @dataclass
@@ -22,11 +21,15 @@ class Loaded:
     """A model ready for inference, and what the verbs need to know about it."""
 
     model: Any
-    tokenizer: Any
-    kind: str  # causal | seq2seq | fill-mask
+    processors: Any  # ptcli.processing.loading.Processors
+    kind: str  # causal | seq2seq | fill-mask | classify
     context: int | None  # the most positions the model takes (None: no fixed limit)
-    placement: Any  # ptcli.training.device.Placement
+    placement: Any  # ptcli.models.placement.Placement
     path: str
+
+    @property
+    def tokenizer(self):
+        return self.processors.tokenizer
 
 
 def run_config(path: str | None) -> dict | None:
@@ -42,16 +45,19 @@ def run_config(path: str | None) -> dict | None:
     return None
 
 
+def objective_class(objective: dict | None):
+    """The registered objective class a run's saved config names (None when it names none); a saved config may
+    select ptcli's registered classes (and $PTCLI_ALLOW_TARGETS packages) only."""
+    target = (objective or {}).get("_target_")
+    if not target:
+        return None
+    return plugins.resolve(target, "objective")
+
+
 def objective_kind(objective: dict | None) -> str | None:
-    """The inference kind a training objective implies (clm -> causal, mlm -> fill-mask, seq2seq), else None."""
-    target = (objective or {}).get("_target_", "")
-    if target.endswith("clm.CausalLM") or ".sft." in target:
-        return "causal"
-    if target.endswith("mlm.MaskedLM"):
-        return "fill-mask"
-    if "seq2seq" in target.lower():
-        return "seq2seq"
-    return None
+    """The inference kind the run's objective declares for its models (causal, seq2seq, fill-mask, classify)."""
+    cls = objective_class(objective)
+    return getattr(cls, "inference", None) if cls is not None else None
 
 
 def hf_config(path: str):
@@ -71,6 +77,10 @@ def detect_kind(config, run_cfg: dict | None = None) -> str:
     """causal, seq2seq or fill-mask: from the run's objective, else the config (encoder-decoder flag,
     architectures, model_type). Raises PtcliError for heads that do not generate (classifiers)."""
     kind = objective_kind((run_cfg or {}).get("objective"))
+    if kind == "classify":
+        raise PtcliError("the model is a fine-tuned classifier, which does not generate text",
+                         fix="Use `ptcli evaluate` for fine-tuned classifiers; generate needs a causal LM, a "
+                             "seq2seq model or a masked LM")
     if kind:
         return kind
     if getattr(config, "is_encoder_decoder", False):
@@ -88,7 +98,7 @@ def detect_kind(config, run_cfg: dict | None = None) -> str:
         raise PtcliError(f"the model is a {archs[0]}, which does not generate text",
                          fix="Use `ptcli evaluate` for fine-tuned classifiers; generate needs a causal LM, a "
                              "seq2seq model or a masked LM")
-    return "fill-mask" if getattr(config, "model_type", None) in ENCODER_TYPES else "causal"
+    return "fill-mask" if getattr(config, "model_type", None) in ENCODERS else "causal"
 
 
 def context_length(config) -> int | None:
@@ -100,30 +110,11 @@ def context_length(config) -> int | None:
     return None
 
 
-def tokenizer_folder(path: str) -> str:
-    """Where the tokenizer is: the model folder, or a run directory's ``tokenizer/``; a Hub name as is.
-
-    transformers 5 quietly builds an empty tokenizer for a local folder that has none, so look for the files.
-    """
-    folder = resolve_model_dir(path)
-    if folder is None:
-        return path
-    candidates = [folder]
-    if folder.name == "model":
-        candidates.append(folder.parent / "tokenizer")
-    for candidate in candidates:
-        if any((candidate / name).is_file() for name in TOKENIZER_FILES):
-            return str(candidate)
-    raise PtcliError(f"no tokenizer in the model folder '{folder}'",
-                     fix=f"Save one there (tokenizer.save_pretrained('{folder}')) or copy its tokenizer files "
-                         "(tokenizer.json, tokenizer_config.json) into it")
-
-
 def load_tokenizer_for(path: str, kind: str, log):
     """The model's tokenizer, set up for batched inference (a pad token; left padding for decoder-only)."""
-    from ptcli.models import load_tokenizer
+    from ptcli.processing.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(tokenizer_folder(path))
+    tokenizer = load_tokenizer(path)
     if len(tokenizer) <= 1:
         raise PtcliError(f"the tokenizer at '{path}' is empty", fix="Save the model's tokenizer in its folder")
     if tokenizer.pad_token_id is None:
@@ -139,22 +130,24 @@ def load_tokenizer_for(path: str, kind: str, log):
     return tokenizer
 
 
-def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print) -> Loaded:
-    """Model (with the head its kind needs), tokenizer and placement, in eval mode on the chosen device."""
+def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, auto_class: str | None = None) -> Loaded:
+    """Model (with the head its kind needs, or ``auto_class``), processors and placement, in eval mode on the chosen
+    device."""
     import transformers
 
-    from ptcli.models import HEADS, load_pretrained
-    from ptcli.training.device import resolve
+    from ptcli.models.build import load_pretrained
+    from ptcli.models.placement import resolve
+    from ptcli.processing.loading import Processors
 
     if not model_cfg.path:
         raise PtcliError("model.path is not set", fix="Set model.path=<run dir, model folder or Hub name>")
     path = str(model_cfg.path)
     config = hf_config(path)
     if kind == "auto":
-        kind = detect_kind(config, run_config(path))
-    tokenizer = load_tokenizer_for(path, kind, log)
+        kind = detect_kind(config, run_config(path)) if auto_class is None else "classify"
+    processors = Processors(tokenizer=load_tokenizer_for(path, kind, log))
     placement = resolve(device_cfg)
-    auto = getattr(transformers, HEADS[KIND_HEADS[kind]])
+    auto = getattr(transformers, auto_class or KIND_CLASSES[kind])
     try:
         model = load_pretrained(auto, path)
     except ValueError as e:  # the architecture has no such head
@@ -164,4 +157,4 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print) -> 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {config.model_type} ({kind}), {n_params / 1e6:.2f}M parameters, on {placement.device} "
         f"in {placement.precision}")
-    return Loaded(model, tokenizer, kind, context_length(config), placement, path)
+    return Loaded(model, processors, kind, context_length(config), placement, path)

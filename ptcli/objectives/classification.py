@@ -7,42 +7,54 @@ saved model's ``id2label``/``label2id``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+from ptcli.data.records import column, text_field
 from ptcli.errors import PtcliError
-from ptcli.objectives.base import Evaluator, LabelledObjective, LossOutput
-from ptcli.objectives.labels import LabelMap, text_value
+from ptcli.objectives.base import LOSS, Evaluator, LossOutput, Metric, MetricEvaluator
+from ptcli.objectives.labelled import LabelledObjective
+from ptcli.objectives.labels import LabelMap
 
 
+@dataclass(eq=False)
 class SequenceClassification(LabelledObjective):
-    head = "sequence_classification"
-    tokenizer_kind = "wordpiece"
+    """One label (or one number) per sentence or sentence pair."""
 
-    def __init__(self, num_labels: int | None = None):
-        if num_labels is not None and num_labels < 1:
-            raise PtcliError(f"objective.num_labels must be at least 1, got {num_labels}",
+    num_labels: Optional[int] = None  # null: discovered from the training labels; 1: regression
+
+    name = "classification"
+    auto_class = "AutoModelForSequenceClassification"
+    inference = "classify"
+    peft_config = {"task_type": "SEQ_CLS"}
+    metrics = (LOSS, Metric("accuracy"), Metric("f1"), Metric("f1_macro", shown=False),
+               Metric("f1_micro", shown=False), Metric("mcc"), Metric("mse", higher_is_better=False),
+               Metric("pearson"), Metric("spearman"))
+
+    def __post_init__(self):
+        if self.num_labels is not None and self.num_labels < 1:
+            raise PtcliError(f"objective.num_labels must be at least 1, got {self.num_labels}",
                              fix="use objective.num_labels=1 for regression, >= 2 for classes, or null to discover")
-        self.num_labels = num_labels
         self.labels: LabelMap | None = None
 
     @property
     def regression(self) -> bool:
         return self.num_labels == 1
 
-    def setup(self, data_cfg, train_records, log) -> None:
-        super().setup(data_cfg, train_records, log)
-        self.label_key = "dataset.label_column"
-        self.label_column = data_cfg.label_column or "label"
+    @property
+    def label_column(self) -> str:
+        return self.data.label_column or "label"
+
+    def learn(self, train_rows, log) -> None:
         if self.regression:
             return
         self.labels = LabelMap.discover(
-            ((record, where) for where, record in train_records if _has_text(record, data_cfg)),
-            self.label_column)
+            ((record, where) for where, record in train_rows if _has_text(record, self.data)), self.label_column)
         self.labels.check_count(self.num_labels, self.label_column)
         self.num_labels = len(self.labels)
         log(f"labels: {self.labels.describe()}")
 
-    def restore(self, data_cfg, model_config) -> None:
-        LabelledObjective.setup(self, data_cfg, [], None)
-        self.label_key, self.label_column = "dataset.label_column", data_cfg.label_column or "label"
+    def restore(self, model_config) -> None:
         if model_config.problem_type == "regression" or model_config.num_labels == 1:
             self.num_labels = 1
             return
@@ -53,8 +65,8 @@ class SequenceClassification(LabelledObjective):
         data = self.data
         texts, pairs, keep = [], [], []
         for record, where in zip(records, wheres):
-            text = text_value(record, data.text_column, "dataset.text_column", where)
-            pair = (text_value(record, data.text_pair_column, "dataset.text_pair_column", where)
+            text = text_field(record, data.text_column, "dataset.text_column", where)
+            pair = (text_field(record, data.text_pair_column, "dataset.text_pair_column", where)
                     if data.text_pair_column else None)
             if not text.strip() or (pair is not None and not pair.strip()):
                 keep.append(None)
@@ -79,9 +91,7 @@ class SequenceClassification(LabelledObjective):
         return out
 
     def _label(self, record: dict, where: str):
-        from ptcli.data.records import column
-
-        value = column(record, self.label_column, self.label_key, where)
+        value = column(record, self.label_column, "dataset.label_column", where)
         if self.regression:
             try:
                 return float(value)
@@ -130,52 +140,32 @@ class SequenceClassification(LabelledObjective):
         return {"num_labels": self.num_labels, "id2label": self.labels.id2label(),
                 "label2id": self.labels.label2id(), "problem_type": "single_label_classification"}
 
-    def finish_model(self, model) -> None:
-        for key, value in self.head_kwargs().items():
-            setattr(model.config, key, value)
 
-
-class ClassificationEvaluator(Evaluator):
+class ClassificationEvaluator(MetricEvaluator):
     """Loss plus accuracy / F1 / MCC (classes) or MSE / Pearson / Spearman (regression), streamed."""
 
     def __init__(self, objective):
         from ptcli import metrics
 
-        super().__init__(objective)
-        self.metric = (metrics.RegressionMetrics() if objective.regression
-                       else metrics.ClassificationMetrics(objective.num_labels))
+        super().__init__(objective, metrics.RegressionMetrics() if objective.regression
+                         else metrics.ClassificationMetrics(objective.num_labels))
 
     def update(self, model, batch) -> None:
         logits = self.objective.logits(model, batch)
         self.add_loss(self.objective.loss_from_logits(logits, batch["labels"]))
-        if self.objective.regression:
-            preds = logits.float().squeeze(-1)
-        else:
-            preds = logits.argmax(-1)
+        preds = logits.float().squeeze(-1) if self.objective.regression else logits.argmax(-1)
         self.metric.update(preds.cpu().numpy(), batch["labels"].cpu().numpy())
-
-    def state(self) -> dict:
-        return super().state() | {"metric": self.metric.state_dict()}
-
-    def merge(self, state: dict) -> None:
-        super().merge(state)
-        other = type(self.metric)() if self.objective.regression else type(self.metric)(self.objective.num_labels)
-        other.load_state_dict(state["metric"])
-        self.metric.merge(other)
-
-    def compute(self) -> dict:
-        return super().compute() | {k: v for k, v in self.metric.compute().items() if k != "count"}
 
 
 def _takes_token_types(model) -> bool:
     import inspect
 
-    from ptcli.training.distributed import unwrap
+    from ptcli.models.modules import unwrap
 
     return "token_type_ids" in inspect.signature(unwrap(model).forward).parameters
 
 
-def _has_text(record: dict, data_cfg) -> bool:
+def _has_text(record: dict, data) -> bool:
     """Rows skipped as empty do not contribute labels (a missing column is reported by encode)."""
-    value = record.get(data_cfg.text_column, "?")
+    value = record.get(data.text_column, "?")
     return not isinstance(value, str) or bool(value.strip())

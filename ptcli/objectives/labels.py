@@ -74,16 +74,3 @@ def _is_int(text: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def text_value(record: dict, column: str, key: str, where: str) -> str:
-    """The text in ``record[column]`` ('' for null), or a clear error for a missing or non-text column."""
-    from ptcli.data.records import column as get
-
-    value = get(record, column, key, where)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise PtcliError(f"column '{column}' holds a {type(value).__name__}, not text", where=where,
-                         fix=f"point {key} at a column of strings")
-    return value

@@ -5,31 +5,50 @@ Validation reports the loss and, with ``generate_metrics``, ROUGE-1/2/L(sum) and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ptcli.data.records import text_field
 from ptcli.errors import PtcliError
-from ptcli.objectives.base import Evaluator, LabelledObjective, LossOutput, summed_cross_entropy
-from ptcli.objectives.labels import text_value
+from ptcli.objectives.base import LOSS, Evaluator, LossOutput, Metric, MetricEvaluator, summed_cross_entropy
+from ptcli.objectives.labelled import LabelledObjective
 
 
+@dataclass(eq=False)
 class Seq2Seq(LabelledObjective):
-    head = "seq2seq_lm"
+    """Encoder-decoder training: input text -> target text."""
+
+    max_target_len: int = 128
+    source_prefix: str = ""  # e.g. "summarize: " for T5 checkpoints
+    generate_metrics: bool = True  # ROUGE/BLEU on generated text at each evaluation (slower than loss alone)
+    num_beams: int = 1
+    max_new_tokens: int = 64
+
+    name = "seq2seq"
+    auto_class = "AutoModelForSeq2SeqLM"
+    inference = "seq2seq"
+    peft_config = {"task_type": "SEQ_2_SEQ_LM"}
     tokenizer_kind = "bpe"
+    needs_shape = "encoder-decoder"
+    metrics = (LOSS, Metric("rouge1"), Metric("rouge2"), Metric("rougeL"), Metric("rougeLsum"), Metric("bleu"))
 
-    def __init__(self, max_target_len: int = 128, source_prefix: str = "", generate_metrics: bool = True,
-                 num_beams: int = 1, max_new_tokens: int = 64):
-        self.max_target_len, self.source_prefix = max_target_len, source_prefix
-        self.generate_metrics, self.num_beams, self.max_new_tokens = generate_metrics, num_beams, max_new_tokens
+    @classmethod
+    def config_problems(cls, cfg: dict, model_config: dict | None) -> list[str]:
+        problems = super().config_problems(cfg, model_config)
+        if not (cfg.get("dataset") or {}).get("label_column"):
+            problems.append("objective=seq2seq needs the target text column: set dataset.label_column (e.g. "
+                            "dataset.label_column=summary)")
+        return problems
 
-    def setup(self, data_cfg, train_records, log) -> None:
-        super().setup(data_cfg, train_records, log)
-        if not data_cfg.label_column:
+    def learn(self, train_rows, log) -> None:
+        if not self.data.label_column:
             raise PtcliError("objective=seq2seq needs the target text column",
                              fix="set dataset.label_column (e.g. dataset.label_column=summary)")
 
     def encode(self, records: list, wheres: list) -> list:
         sources, targets, keep = [], [], []
         for record, where in zip(records, wheres):
-            source = text_value(record, self.data.text_column, "dataset.text_column", where)
-            target = text_value(record, self.data.label_column, "dataset.label_column", where)
+            source = text_field(record, self.data.text_column, "dataset.text_column", where)
+            target = text_field(record, self.data.label_column, "dataset.label_column", where)
             ok = bool(source.strip() and target.strip())
             keep.append(ok)
             if ok:
@@ -59,7 +78,7 @@ class Seq2Seq(LabelledObjective):
                 "labels": self.pad([e["labels"] for e in examples], -100)}
 
     def logits(self, model, batch):
-        from ptcli.training.distributed import unwrap
+        from ptcli.models.modules import unwrap
 
         decoder_input_ids = unwrap(model).prepare_decoder_input_ids_from_labels(labels=batch["labels"])
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -72,17 +91,16 @@ class Seq2Seq(LabelledObjective):
         return GenerationEvaluator(self)
 
 
-class GenerationEvaluator(Evaluator):
+class GenerationEvaluator(MetricEvaluator):
     """Loss, plus ROUGE and BLEU of generated text against the references (streamed)."""
 
     def __init__(self, objective):
         from ptcli.metrics import TextGenerationMetrics
 
-        super().__init__(objective)
-        self.metric = TextGenerationMetrics() if objective.generate_metrics else None
+        super().__init__(objective, TextGenerationMetrics() if objective.generate_metrics else None)
 
     def update(self, model, batch) -> None:
-        from ptcli.training.distributed import is_fsdp, unwrap
+        from ptcli.models.modules import is_fsdp, unwrap
 
         obj = self.objective
         self.add_loss(summed_cross_entropy(obj.logits(model, batch), batch["labels"]))
@@ -100,19 +118,13 @@ class GenerationEvaluator(Evaluator):
         self.metric.update([p.strip() for p in predictions], [r.strip() for r in references])
 
     def state(self) -> dict:
-        return super().state() | ({"metric": self.metric.state_dict()} if self.metric else {})
+        return Evaluator.state(self) | ({"metric": self.metric.state_dict()} if self.metric else {})
 
     def merge(self, state: dict) -> None:
-        from ptcli.metrics import TextGenerationMetrics
-
-        super().merge(state)
         if self.metric is not None:
-            other = TextGenerationMetrics()
-            other.load_state_dict(state["metric"])
-            self.metric.merge(other)
+            super().merge(state)
+        else:
+            Evaluator.merge(self, state)
 
     def compute(self) -> dict:
-        out = super().compute()
-        if self.metric is not None:
-            out |= {k: v for k, v in self.metric.compute().items() if k != "count"}
-        return out
+        return super().compute() if self.metric is not None else Evaluator.compute(self)

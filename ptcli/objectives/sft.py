@@ -7,9 +7,13 @@ default ChatML template when it has none; then assistant turns are the targets).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+from ptcli.data.records import column, text_field
 from ptcli.errors import PtcliError
-from ptcli.objectives.base import LabelledObjective, LossOutput, summed_cross_entropy
-from ptcli.objectives.labels import text_value
+from ptcli.objectives.base import LossOutput, summed_cross_entropy
+from ptcli.objectives.labelled import LabelledObjective
 
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -17,26 +21,43 @@ DEFAULT_CHAT_TEMPLATE = (
 DEFAULT_PROMPT_SUFFIX = "\n"
 
 
+@dataclass(eq=False)
 class SFT(LabelledObjective):
-    head = "causal_lm"
+    """Prompt -> response pairs, or chat messages; the loss counts the response (assistant) tokens only."""
+
+    prompt_template: Optional[str] = None  # e.g. "{instruction}\n\n{input}" (Alpaca); null: dataset.text_column
+    messages_column: Optional[str] = None  # chat records: a list of {role, content}
+    packing: bool = False  # several examples per sequence (attention still flows across them)
+
+    name = "sft"
+    auto_class = "AutoModelForCausalLM"
+    inference = "causal"
+    peft_config = {"task_type": "CAUSAL_LM"}
     tokenizer_kind = "bpe"
+    needs_shape = "decoder"
 
-    def __init__(self, prompt_template: str | None = None, messages_column: str | None = None, packing: bool = False):
-        if prompt_template:  # "\n" typed on a command line or in single-quoted YAML means a newline
-            prompt_template = prompt_template.replace("\\n", "\n").replace("\\t", "\t")
-        self.prompt_template, self.messages_column, self.packing_enabled = prompt_template, messages_column, packing
+    def __post_init__(self):
+        if self.prompt_template:  # "\n" typed on a command line or in single-quoted YAML means a newline
+            self.prompt_template = self.prompt_template.replace("\\n", "\n").replace("\\t", "\t")
 
-    def bind(self, tokenizer) -> None:
-        super().bind(tokenizer)
+    @classmethod
+    def config_problems(cls, cfg: dict, model_config: dict | None) -> list[str]:
+        problems = super().config_problems(cfg, model_config)
+        if not (cfg.get("objective") or {}).get("messages_column") and not (cfg.get("dataset") or {}).get(
+                "label_column"):
+            problems.append("objective=sft needs the response column (or chat messages): set "
+                            "dataset.label_column=response, or objective.messages_column=messages")
+        return problems
+
+    def check_tokenizer(self, tokenizer) -> None:
         if self.messages_column and not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE  # saved with the tokenizer: generate uses it too
         if tokenizer.eos_token_id is None:
             raise PtcliError("the tokenizer has no end-of-sequence token, which SFT appends to every response",
                              fix="use a causal LM tokenizer with an eos token")
 
-    def setup(self, data_cfg, train_records, log) -> None:
-        super().setup(data_cfg, train_records, log)
-        if not self.messages_column and not data_cfg.label_column:
+    def learn(self, train_rows, log) -> None:
+        if not self.messages_column and not self.data.label_column:
             raise PtcliError("objective=sft needs the response column (or chat messages)",
                              fix="set dataset.label_column=response, or objective.messages_column=messages")
 
@@ -48,13 +69,11 @@ class SFT(LabelledObjective):
                 raise PtcliError(f"objective.prompt_template names the field {e}, which the record lacks; the "
                                  f"fields are: {', '.join(record)}", where=where,
                                  fix="use {field} names that every record has") from None
-        return text_value(record, self.data.text_column, "dataset.text_column", where)
+        return text_field(record, self.data.text_column, "dataset.text_column", where)
 
     def segments(self, record: dict, where: str) -> list[tuple[str, bool]]:
         """(text, is_target) pieces in order."""
         if self.messages_column:
-            from ptcli.data.records import column
-
             messages = column(record, self.messages_column, "objective.messages_column", where)
             if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
                 raise PtcliError(f"'{self.messages_column}' must be a list of {{role, content}} objects",
@@ -71,7 +90,7 @@ class SFT(LabelledObjective):
                 before = text
             return pieces
         prompt = self.prompt_text(record, where)
-        response = text_value(record, self.data.label_column, "dataset.label_column", where)
+        response = text_field(record, self.data.label_column, "dataset.label_column", where)
         if not response.strip():
             return []
         return [(prompt + DEFAULT_PROMPT_SUFFIX if prompt else "", False), (response, True)]
@@ -96,7 +115,7 @@ class SFT(LabelledObjective):
 
     def postprocess(self, examples: list) -> list:
         """With ``packing``, concatenate examples into sequences of up to seq_len tokens (fewer pad tokens)."""
-        if not self.packing_enabled:
+        if not self.packing:
             return examples
         packed, ids, labels = [], [], []
         for e in examples:

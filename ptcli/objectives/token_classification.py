@@ -6,41 +6,53 @@ list (``dataset.label_column``). Validation reports entity-level precision/recal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ptcli.data.records import column
 from ptcli.errors import PtcliError
-from ptcli.objectives.base import Evaluator, LabelledObjective, LossOutput, summed_cross_entropy
+from ptcli.objectives.base import LOSS, Evaluator, LossOutput, Metric, MetricEvaluator, summed_cross_entropy
+from ptcli.objectives.labelled import LabelledObjective
 from ptcli.objectives.labels import LabelMap
 
 
+@dataclass(eq=False)
 class TokenClassification(LabelledObjective):
-    head = "token_classification"
-    tokenizer_kind = "wordpiece"
+    """A tag per word (NER); entity-level metrics as seqeval computes them."""
 
-    def __init__(self, label_all_tokens: bool = False):
-        self.label_all_tokens = label_all_tokens
+    label_all_tokens: bool = False  # true: every piece of a word carries its tag
+
+    name = "token_classification"
+    auto_class = "AutoModelForTokenClassification"
+    inference = "classify"
+    peft_config = {"task_type": "TOKEN_CLS"}
+    metrics = (LOSS, Metric("precision"), Metric("recall"), Metric("f1"), Metric("accuracy"))
+
+    def __post_init__(self):
         self.labels: LabelMap | None = None
 
-    def setup(self, data_cfg, train_records, log) -> None:
-        super().setup(data_cfg, train_records, log)
-        self.tokens_col, self.tags_col = data_cfg.text_column, data_cfg.label_column or "tags"
-        self.labels = LabelMap.discover(((r, w) for w, r in train_records), self.tags_col)
+    @property
+    def tokens_col(self) -> str:
+        return self.data.text_column
+
+    @property
+    def tags_col(self) -> str:
+        return self.data.label_column or "tags"
+
+    def learn(self, train_rows, log) -> None:
+        self.labels = LabelMap.discover(((r, w) for w, r in train_rows), self.tags_col)
         self.num_labels = len(self.labels)
         log(f"tags: {self.labels.describe()}")
 
-    def restore(self, data_cfg, model_config) -> None:
-        LabelledObjective.setup(self, data_cfg, [], None)
-        self.tokens_col, self.tags_col = data_cfg.text_column, data_cfg.label_column or "tags"
+    def restore(self, model_config) -> None:
         self.labels = LabelMap.from_config(model_config.id2label)
         self.num_labels = len(self.labels)
 
-    def bind(self, tokenizer) -> None:
-        super().bind(tokenizer)
+    def check_tokenizer(self, tokenizer) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise PtcliError("token classification needs a fast tokenizer (word ids per token)",
                              fix="use a model whose folder has tokenizer.json")
 
     def words_and_tags(self, record: dict, where: str) -> tuple[list, list]:
-        from ptcli.data.records import column
-
         words = column(record, self.tokens_col, "dataset.text_column", where)
         tags = column(record, self.tags_col, "dataset.label_column", where)
         if isinstance(words, str):
@@ -112,12 +124,8 @@ class TokenClassification(LabelledObjective):
         return {"num_labels": self.num_labels, "id2label": self.labels.id2label(),
                 "label2id": self.labels.label2id()}
 
-    def finish_model(self, model) -> None:
-        for key, value in self.head_kwargs().items():
-            setattr(model.config, key, value)
 
-
-class EntityEvaluator(Evaluator):
+class EntityEvaluator(MetricEvaluator):
     """Loss plus seqeval-exact entity precision/recall/F1 over the words' first pieces.
 
     Words cut off by truncation (seq_len) count as predicted ``O``, so entity recall is never flattered."""
@@ -125,8 +133,7 @@ class EntityEvaluator(Evaluator):
     def __init__(self, objective):
         from ptcli.metrics import EntityF1
 
-        super().__init__(objective)
-        self.metric = EntityF1()
+        super().__init__(objective, EntityF1())
 
     def update(self, model, batch) -> None:
         logits = self.objective.logits(model, batch)
@@ -144,17 +151,3 @@ class EntityEvaluator(Evaluator):
             pred_tags.append(pred + [outside] * (len(gold) - len(pred)))  # words cut off by seq_len
             gold_tags.append(gold)
         self.metric.update(pred_tags, gold_tags)
-
-    def state(self) -> dict:
-        return super().state() | {"metric": self.metric.state_dict()}
-
-    def merge(self, state: dict) -> None:
-        from ptcli.metrics import EntityF1
-
-        super().merge(state)
-        other = EntityF1()
-        other.load_state_dict(state["metric"])
-        self.metric.merge(other)
-
-    def compute(self) -> dict:
-        return super().compute() | {k: v for k, v in self.metric.compute().items() if k != "count"}

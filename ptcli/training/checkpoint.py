@@ -130,7 +130,7 @@ def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
     import torch
 
     states = torch.load(path / "optimizer.pt", weights_only=True)
-    from ptcli.training.distributed import is_fsdp
+    from ptcli.models.modules import is_fsdp
 
     if (path / SHARDED).is_dir():
         _load_sharded(path / SHARDED, model, optimizer)
@@ -199,21 +199,34 @@ def _load_full_into_sharded(path: Path, model, optimizer, optim_state: dict) -> 
 
 
 def write_model_config(model, folder: Path) -> None:
-    """The model's config.json with its class in ``architectures`` (what ``save_pretrained`` records), so that
-    ``ptcli export`` can rebuild the model around a checkpoint's weights. Not for LoRA models (their checkpoint
-    holds the base and the adapter: the run exports them)."""
-    config = getattr(model, "config", None)
-    if config is None or getattr(model, "peft_config", None) is not None:
-        return
+    """Each Hugging Face model's config.json with its class in ``architectures`` (what ``save_pretrained`` records),
+    so that ``ptcli export`` can rebuild the module around a checkpoint's weights: ``model_config/`` for a module
+    that is one model, ``model_config/<member>/`` for each member of a ``ModelSet`` (and ``members.json`` naming
+    the export member). Not for LoRA models (their checkpoint holds the base and the adapter: the run exports them)."""
     from torch.distributed.fsdp import FSDPModule
 
-    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
-    saved = config.architectures
-    config.architectures = [cls.__name__]
-    try:
-        config.save_pretrained(folder / MODEL_CONFIG)
-    finally:
-        config.architectures = saved
+    from ptcli.models.modules import ModelSet, hf_members
+
+    if getattr(model, "peft_config", None) is not None:
+        return
+    members = hf_members(model)
+    for name, member in members.items():
+        cls = next(c for c in type(member).__mro__ if not issubclass(c, FSDPModule))
+        saved = member.config.architectures
+        member.config.architectures = [cls.__name__]
+        try:
+            member.config.save_pretrained(folder / MODEL_CONFIG / name if name else folder / MODEL_CONFIG)
+        finally:
+            member.config.architectures = saved
+    if isinstance(model, ModelSet):  # tensors members share are stored once, under the first name
+        first: dict = {}
+        shared = {}
+        for name, tensor in model.state_dict().items():
+            key = (tensor.data_ptr(), tensor.shape, tensor.dtype) if tensor.device.type != "meta" else name
+            shared.update({name: first[key]} if key in first else {})
+            first.setdefault(key, name)
+        (folder / MODEL_CONFIG / "members.json").write_text(json.dumps(
+            {"export": model.export, "members": sorted(members), "shared": shared}) + "\n")
 
 
 def rng_state() -> dict:
@@ -235,15 +248,3 @@ def set_rng_state(state: dict) -> None:
     random.setstate(ast.literal_eval(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def export_model(model, tokenizer, out: Path) -> Path:
-    """The final ordinary Hugging Face folder (config, safetensors, tokenizer, generation config), atomically."""
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
-    return out

@@ -1,4 +1,5 @@
-"""Fine-tuning controls on top of the shared loop: freezing, LoRA adapters (PEFT) and the final export."""
+"""Fine-tuning controls on top of the shared loop: freezing, layer-wise rates, LoRA adapters (PEFT) and the final
+export (the best evaluation's weights, adapters, merging)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from ptcli.errors import PtcliError
 # encoder.block.3 (T5), ...
 LAYER_RE = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 HEAD_MODULES = {"classifier", "score", "qa_outputs", "lm_head", "cls", "pooler"}
-PEFT_TASKS = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS",
-              "causal_lm": "CAUSAL_LM", "seq2seq_lm": "SEQ_2_SEQ_LM", "masked_lm": None}
 
 
 def layer_id(name: str, n_layers: int) -> int:
@@ -62,20 +61,18 @@ def layer_scales(model, decay: float) -> dict[str, float]:
     return {name: decay ** (n + 1 - layer_id(name, n)) for name, _ in model.named_parameters()}
 
 
-def apply_peft(model, peft_cfg, head: str, log):
-    """Wrap ``model`` in LoRA adapters; the task head (if any) stays fully trainable and is saved with them."""
+def apply_peft(model, peft_cfg, settings: dict, log):
+    """Wrap ``model`` in LoRA adapters; the task head (if any) stays fully trainable and is saved with them.
+    ``settings``: the objective's LoraConfig arguments (its task type, modules to save)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise PtcliError("peft=lora needs the peft package", fix="pip install peft") from None
     if peft_cfg.method != "lora":
         raise PtcliError(f"peft.method '{peft_cfg.method}' is not supported", fix="use +peft=lora")
-    kwargs = {"r": peft_cfg.r, "lora_alpha": peft_cfg.alpha, "lora_dropout": peft_cfg.dropout,
-              "task_type": PEFT_TASKS.get(head)}
+    kwargs = {"r": peft_cfg.r, "lora_alpha": peft_cfg.alpha, "lora_dropout": peft_cfg.dropout, **settings}
     if peft_cfg.target_modules:
         kwargs["target_modules"] = list(peft_cfg.target_modules)
-    if head == "masked_lm":
-        kwargs["modules_to_save"] = ["cls"]
     try:
         wrapped = get_peft_model(model, LoraConfig(**kwargs))
     except ValueError as e:
@@ -88,31 +85,32 @@ def apply_peft(model, peft_cfg, head: str, log):
     return wrapped
 
 
-def export_final(model, tokenizer, run_dir: Path, cfg, log) -> Path:
-    """``model/``: the best evaluation's weights (train.export=best, when there was an evaluation) or the last.
+def export_final(plain, processors, objective, run_dir: Path, cfg, log) -> Path:
+    """``model/``: the best evaluation's weights (train.export=best, when there was an evaluation) or the last,
+    written by the objective (``plain``: the gathered trained module).
 
     With LoRA, ``adapter/`` holds the adapter in PEFT's format; ``model/`` is the merged model when
     ``peft.merge`` is true, else a copy of the adapter (transformers loads it when peft is installed).
     """
-    from ptcli.training.checkpoint import export_model
+    from ptcli.models.export import save_folder
 
     out, best = run_dir / "model", run_dir / "best"
     use_best = cfg.train.export == "best" and (best / "ptcli_best.json").is_file()
     if use_best:
         log(f"final model: the best evaluation by val_{cfg.train.best_metric}")
     if cfg.get("peft") is None:
-        final = _replace(best, out) if use_best else export_model(model, tokenizer, out)
+        final = _replace(best, out) if use_best else objective.export(plain, processors, out)
     else:
         if use_best:  # the adapter weights of the best evaluation back into the model
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
 
-            set_peft_model_state_dict(model, load_file(str(best / "adapter_model.safetensors")))
-        adapter = export_model(model, tokenizer, run_dir / "adapter")
+            set_peft_model_state_dict(plain, load_file(str(best / "adapter_model.safetensors")))
+        adapter = save_folder(plain, processors, run_dir / "adapter")
         if cfg.peft.merge:
             import copy
 
-            final = export_model(copy.deepcopy(model).merge_and_unload(), tokenizer, out)
+            final = save_folder(copy.deepcopy(plain).merge_and_unload(), processors, out)
         else:
             final = _replace(adapter, out, copy=True)
     shutil.rmtree(best, ignore_errors=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from ptcli.errors import RunFailure
-from ptcli.training.distributed import local_value, no_sync, unwrap
+from ptcli.models.modules import unwrap
+from ptcli.training.parallelize import local_value, no_sync
 
 
 @dataclass
@@ -19,7 +21,7 @@ class LoopState:
     """Everything the loop needs to continue exactly where it stopped."""
 
     step: int = 0
-    tokens: int = 0
+    tokens: int = 0  # units of the objective seen (tokens, images, seconds)
     elapsed: float = 0.0  # training seconds before this process (resume)
     best_val_loss: float | None = None
     last_val_loss: float | None = None
@@ -36,123 +38,175 @@ class LoopState:
         return dict(self.__dict__)
 
 
-def step_generator(seed: int, step: int, rank: int, micro: int):
-    """A generator for one micro-batch's randomness (MLM masks): a pure function of where we are, so a resumed
-    run draws exactly what an uninterrupted one would."""
-    import torch
+@dataclass
+class Parts:
+    """What the loop runs: assembled by ``ptcli.training.parts.assemble``."""
 
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank * 101 + micro)
+    model: Any  # the module as called (wrapped by DDP/FSDP, compiled)
+    objective: Any
+    batches: Any  # ptcli.data.loader.TrainBatches
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    placement: Any  # ptcli.models.placement.Placement
+    dist: Any  # ptcli.training.parallel.Dist
+    checkpoints: Any  # ptcli.training.checkpoint.CheckpointManager
+    log: Any  # ptcli.training.metrics_log.MetricsLogger
+    total_steps: int | None
+    units_per_step: int | None = None  # set when every step counts the same (packed blocks): exact without a collective
+    evaluate: Callable[[], dict] | None = None
+    on_best: Callable[[LoopState], None] | None = None
+    preemption: Any = None
+    flops_per_unit: float | None = None
+    peak_flops: float | None = None
 
 
-def train(model, objective, batches, optimizer, scheduler, scaler, placement, dist, ckpt, log, cfg, state,
-          total_steps, tokens_per_step, evaluate=None, on_best=None, preemption=None) -> LoopState:
+def train(parts: Parts, cfg, state: LoopState) -> LoopState:
     """Train until the first stop condition of ``cfg`` (the ``train`` config); returns the final state.
 
-    ``tokens_per_step`` None: count the (unpadded) tokens of each batch instead (labelled examples vary in
-    length). ``evaluate()`` returns validation metrics; ``on_best(state)`` runs when ``cfg.best_metric`` improves.
-    ``preemption.requested`` (a signal) stops the run after the current step, with a checkpoint: the state
+    ``parts.evaluate()`` returns validation metrics; ``parts.on_best(state)`` runs when ``cfg.best_metric`` improves.
+    A signal (``parts.preemption.requested``) stops the run after the current step, with a checkpoint: the state
     returned then has ``preempted`` set.
     """
     import torch
 
-    device = placement.device
+    model, objective, dist, log = parts.model, parts.objective, parts.dist, parts.log
+    device = parts.placement.device
     params = [p for p in model.parameters() if p.requires_grad]
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    window_sum = torch.zeros((), device=device)
-    window_count = torch.zeros((), device=device)
-    started, window_start, window_tokens = time.time(), time.time(), 0
-    if total_steps and state.step >= total_steps:  # resumed from the final checkpoint: nothing left to do
+    window = Window(device)
+    started = time.time()
+    if parts.total_steps and state.step >= parts.total_steps:  # resumed from the final checkpoint: nothing left
         return state
+    parts.batches.start(state.step)
     model.train()
     while True:
         # ---- one optimizer step: grad_accum micro-batches, summed losses, one normalisation
-        micro_batches = batches.next_step()
         step_sum = torch.zeros((), device=device)
         step_count = torch.zeros((), device=device)
-        step_tokens = 0
-        for i, blocks in enumerate(micro_batches):
-            batch = objective.collate(blocks, step_generator(cfg.seed, state.step, dist.rank, i))
-            if tokens_per_step is None:  # on the CPU tensors, before the copy: no device sync
-                mask = batch.get("attention_mask")
-                step_tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        step_units, terms = 0, {}
+        micro_batches = parts.batches.next_step()
+        for i, (batch, units) in enumerate(micro_batches):
+            step_units += units
+            batch = to_device(batch, device)
             last = i == len(micro_batches) - 1
             # DDP/FSDP reduce gradients on every backward unless told not to: only on the last micro-step.
-            sync = contextlib.nullcontext() if last else no_sync(model, dist)
-            with sync:
-                with placement.autocast():
+            with contextlib.nullcontext() if last else no_sync(model, dist):
+                with parts.placement.autocast():
                     out = objective.loss(model, batch)
-                scaler.scale(out.sum).backward()
+                parts.scaler.scale(out.sum).backward()
             step_sum += out.sum.detach().float()
             step_count += out.count
+            for name, (term_sum, term_count) in out.logs.items():
+                total, count = terms.get(name, (0.0, 0.0))
+                terms[name] = (total + term_sum.detach().float(), count + term_count)
         # Token-weighted mean over micro-steps and processes: DDP averaged the gradients over processes,
         # so multiply by world / global count (all-reduce is a collective, not a host sync).
         global_count = dist.reduce_sum(step_count.clone()).clamp(min=1)
-        scaler.unscale_(optimizer)
+        parts.scaler.unscale_(parts.optimizer)
         torch._foreach_mul_([p.grad for p in params if p.grad is not None], dist.world / global_count)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-        scaler.step(optimizer)
-        scaler.update()
-        lr = scheduler.get_last_lr()[0]  # the rate this step used (a Python float: no device read)
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        lr = parts.scheduler.get_last_lr()[0]  # the rate this step used (a Python float: no device read)
+        parts.scheduler.step()
+        parts.optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        step_tokens = tokens_per_step if tokens_per_step is not None else step_tokens * dist.world
-        state.tokens += step_tokens
-        window_tokens += step_tokens
-        window_sum += step_sum
-        window_count += step_count
+        step_units = parts.units_per_step if parts.units_per_step is not None else step_units * dist.world
+        state.tokens += step_units
+        window.add(step_sum, step_count, step_units, terms)
         nonfinite |= ~torch.isfinite(step_sum)
         log.advance(state.step)
 
-        # ---- stop conditions (max_time is agreed at log steps so that every process stops together)
-        done = bool(total_steps and state.step >= total_steps)
-        exact_tokens = tokens_per_step is not None  # else each process counts its own (agreed at log steps)
-        done = done or bool(exact_tokens and cfg.max_tokens and state.tokens >= cfg.max_tokens)
-        log_now = done or state.step % cfg.log_every == 0
-        if log_now and cfg.max_tokens and not exact_tokens:
-            done = done or not dist.all_true(state.tokens < cfg.max_tokens)
-        # a signal to any process stops them all after this step (one small CPU all-reduce when distributed)
-        preempted = preemption is not None and not dist.all_true(not preemption.requested)
-        state.preempted = preempted and not done
-        done = done or preempted
-        log_now = log_now or done
-        if log_now and cfg.max_time:
-            done = done or not dist.all_true(state.elapsed + time.time() - started < cfg.max_time)
-
+        done, log_now = stop_rules(state, cfg, parts, started)
         # ---- logging: the only place (with eval and save) that reads device values
         if log_now:
             if nonfinite.item():  # a sync point, at log steps only
-                raise _nonfinite_failure(state.step, ckpt)
-            totals = dist.reduce_sum(torch.stack([window_sum, window_count]))
-            now = time.time()
-            log.log("train", state.step, loss=(totals[0] / totals[1].clamp(min=1)).item(),
-                    lr=lr, grad_norm=local_value(grad_norm),
-                    tokens_per_s=window_tokens / max(now - window_start, 1e-9), tokens=state.tokens,
-                    epoch=round(batches.epoch, 4))
-            window_sum.zero_(), window_count.zero_()
-            window_start, window_tokens = now, 0
-        if evaluate is not None and (state.step % cfg.eval_every == 0 or (done and not state.preempted)):
-            metrics = evaluate()
+                raise _nonfinite_failure(state.step, parts.checkpoints)
+            log.log("train", state.step, lr=lr, grad_norm=local_value(grad_norm), tokens=state.tokens,
+                    epoch=round(parts.batches.epoch, 4), **window.flush(dist, parts))
+        if parts.evaluate is not None and (state.step % cfg.eval_every == 0 or (done and not state.preempted)):
+            metrics = parts.evaluate()
             log.log("eval", state.step, **{f"val_{k}": v for k, v in metrics.items()})
-            done = track_best(state, metrics, cfg, on_best) or done
+            done = track_best(state, metrics, cfg, objective, parts.on_best) or done
         if state.step % cfg.save_every == 0 or done:
             if nonfinite.item():
-                raise _nonfinite_failure(state.step, ckpt)
-            state.data = batches.state_dict()
+                raise _nonfinite_failure(state.step, parts.checkpoints)
+            state.data = parts.batches.state_dict()
             snapshot = state.to_dict() | {"elapsed": state.elapsed + time.time() - started}
-            ckpt.save(unwrap(model), optimizer, scheduler, scaler, snapshot, dist)  # FSDP: every rank writes
+            parts.checkpoints.save(unwrap(model), parts.optimizer, parts.scheduler, parts.scaler, snapshot, dist)
             dist.barrier()
         if done:
             state.elapsed += time.time() - started
             return state
 
 
-def track_best(state: LoopState, metrics: dict, cfg, on_best=None) -> bool:
-    """Record an evaluation; call ``on_best`` when ``cfg.best_metric`` improved. True: stop early (no improvement
-    in ``cfg.patience`` evaluations)."""
-    from ptcli.metrics import higher_is_better
+def stop_rules(state: LoopState, cfg, parts: Parts, started: float) -> tuple[bool, bool]:
+    """(stop now, log now) after a step. ``max_steps`` and (with a fixed count per step) ``max_tokens`` are exact;
+    a varying unit count and ``max_time`` are agreed at log steps, so that every process stops together; a signal
+    to any process stops them all after this step (one small CPU all-reduce when distributed)."""
+    dist = parts.dist
+    done = bool(parts.total_steps and state.step >= parts.total_steps)
+    exact_units = parts.units_per_step is not None
+    done = done or bool(exact_units and cfg.max_tokens and state.tokens >= cfg.max_tokens)
+    log_now = done or state.step % cfg.log_every == 0
+    if log_now and cfg.max_tokens and not exact_units:
+        done = done or not dist.all_true(state.tokens < cfg.max_tokens)
+    preempted = parts.preemption is not None and not dist.all_true(not parts.preemption.requested)
+    state.preempted = preempted and not done
+    done = done or preempted
+    log_now = log_now or done
+    if log_now and cfg.max_time:
+        done = done or not dist.all_true(state.elapsed + time.time() - started < cfg.max_time)
+    return done, log_now
 
+
+class Window:
+    """Device-side sums between two log steps: the loss, the objective's extra terms and the units seen."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device, self.sum, self.count = device, torch.zeros((), device=device), torch.zeros((), device=device)
+        self.terms: dict = {}
+        self.units, self.start = 0, time.time()
+
+    def add(self, step_sum, step_count, units: int, terms: dict) -> None:
+        self.sum += step_sum
+        self.count += step_count
+        self.units += units
+        for name, (total, count) in terms.items():
+            old_total, old_count = self.terms.get(name, (0.0, 0.0))
+            self.terms[name] = (old_total + total, old_count + count)
+
+    def flush(self, dist, parts: Parts) -> dict:
+        """The window's means over all processes, throughput and MFU; then start a new window (a device read)."""
+        import torch
+
+        names = sorted(self.terms)
+        stacked = [self.sum, self.count] + [torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                                            for n in names for v in self.terms[n]]
+        totals = dist.reduce_sum(torch.stack(stacked)).tolist()
+        now = time.time()
+        rate = self.units / max(now - self.start, 1e-9)
+        out = {"loss": totals[0] / max(totals[1], 1)}
+        out |= {name: totals[2 + 2 * i] / max(totals[3 + 2 * i], 1) for i, name in enumerate(names)}
+        out[f"{parts.objective.unit}_per_s"] = rate
+        if parts.flops_per_unit and parts.peak_flops:
+            out["mfu"] = rate * parts.flops_per_unit / parts.peak_flops
+        self.sum.zero_(), self.count.zero_()
+        self.terms, self.units, self.start = {}, 0, now
+        return out
+
+
+def to_device(batch: dict, device) -> dict:
+    """The batch's tensors on the model's device (non-blocking from pinned memory); other values as they are."""
+    return {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def track_best(state: LoopState, metrics: dict, cfg, objective, on_best=None) -> bool:
+    """Record an evaluation; call ``on_best`` when ``cfg.best_metric`` improved (in the direction the objective
+    declares for it). True: stop early (no improvement in ``cfg.patience`` evaluations)."""
     val_loss = metrics["loss"]
     state.last_val_loss, state.last_val = val_loss, metrics
     if state.best_val_loss is None or val_loss < state.best_val_loss:
@@ -161,7 +215,7 @@ def track_best(state: LoopState, metrics: dict, cfg, on_best=None) -> bool:
     if name not in metrics:
         raise RunFailure(f"train.best_metric '{name}' is not a validation metric of this objective; "
                          f"it reports: {', '.join(metrics)}", fix="set train.best_metric to one of those")
-    value, sign = metrics[name], 1 if higher_is_better(name) else -1
+    value, sign = metrics[name], 1 if objective.direction(name) else -1  # pre-flight: best_metric is declared
     if state.best_metric is None or sign * (value - state.best_metric) > 0:
         state.best_metric, state.best_step, state.best_val, state.bad_evals = value, state.step, metrics, 0
         if on_best is not None:

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+UNITS = {"tokens": "tok", "images": "img", "seconds": "audio s"}
+
 
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
@@ -20,6 +22,8 @@ class MetricsLogger:
                  stream=None):
         self.enabled = enabled
         self.total = total_steps
+        self.shown: set | None = None  # the validation metrics the progress line shows (the objective declares them)
+        self.unit = "tokens"
         self.start_step = 0
         self.stream = stream or sys.stdout
         self.start = time.time()
@@ -85,15 +89,26 @@ class MetricsLogger:
         else:
             print(text, file=self.stream, flush=True)
 
+    def show(self, metrics, unit: str) -> None:
+        """Which validation metrics the progress line shows (the others are in metrics.jsonl), and the unit of
+        throughput (tokens, images, seconds)."""
+        self.shown = {m.name for m in metrics if m.shown}
+        self.unit = unit
+
     def _line(self, kind: str, step: int, v: dict, elapsed: float) -> str:
         total = f"/{self.total}" if self.total else ""
         if kind == "eval":
             shown = [f"{k} {x:.4f}" if abs(x) < 1000 else f"{k} {x:.1f}" for k, x in v.items()
-                     if isinstance(x, float) and not k.endswith(("_PER", "_LOC", "_ORG", "_MISC"))][:8]
-            return f"eval step {step}{total} | " + " | ".join(shown)
+                     if isinstance(x, (int, float)) and (self.shown is None or k.removeprefix("val_") in self.shown)]
+            return f"eval step {step}{total} | " + " | ".join(shown[:8])
         parts = [] if self.progress else [f"step {step}{total}"]  # the bar shows the step itself
-        parts += [f"loss {v['loss']:.4f}", f"lr {v['lr']:.2e}", f"grad_norm {v['grad_norm']:.2f}",
-                  f"{v['tokens_per_s']:,.0f} tok/s"]
+        terms = [k for k in v if k not in ("loss", "lr", "grad_norm", "tokens", "epoch", "mfu")
+                 and not k.endswith("_per_s")]
+        rate = f"{v[self.unit + '_per_s']:,.0f} {UNITS.get(self.unit, self.unit)}/s"
+        parts += [f"loss {v['loss']:.4f}", *(f"{k} {v[k]:.4f}" for k in terms), f"lr {v['lr']:.2e}",
+                  f"grad_norm {v['grad_norm']:.2f}", rate]
+        if "mfu" in v:
+            parts.append(f"MFU {100 * v['mfu']:.1f}%")
         if self.progress is None:
             parts.append(f"elapsed {_clock(elapsed)}")
             done = step - self.start_step

@@ -1,4 +1,5 @@
-"""AdamW with weight decay on weight matrices only, and warmup + cosine/linear/constant schedules."""
+"""The optimizer from the ``optim`` config (a ``_target_``, AdamW by default) with weight decay on weight matrices
+only, and warmup + cosine/linear/constant schedules."""
 
 from __future__ import annotations
 
@@ -25,17 +26,25 @@ def param_groups(model, weight_decay: float, lr: float | None = None, scales: di
 
 
 def build_optimizer(optim_cfg, model, device_type: str, layer_decay: float | None = None):
-    """AdamW over ``param_groups``; the fused kernel on CUDA. ``layer_decay``: layer-wise learning-rate decay."""
-    import torch
+    """The ``optim`` section's optimizer (``_partial_``) over ``param_groups``; the fused kernel on CUDA when the
+    optimizer has one and the config does not say. ``layer_decay``: layer-wise learning-rate decay."""
+    import inspect
 
+    from ptcli.config.build import build
+
+    factory = build(optim_cfg, "optim")
+    settings = dict(getattr(factory, "keywords", {}) or {})
+    lr, weight_decay = settings.get("lr", 1e-3), settings.get("weight_decay", 0.0)
     scales = None
     if layer_decay is not None and layer_decay != 1.0:
         from ptcli.training.finetune import layer_scales
 
         scales = layer_scales(model, layer_decay)
-    kwargs = {"fused": True} if device_type == "cuda" else {}
-    return torch.optim.AdamW(param_groups(model, optim_cfg.weight_decay, optim_cfg.lr, scales), lr=optim_cfg.lr,
-                             betas=tuple(optim_cfg.betas), eps=optim_cfg.eps, **kwargs)
+    extra = {}
+    target = getattr(factory, "func", factory)
+    if device_type == "cuda" and "fused" not in settings and "fused" in inspect.signature(target).parameters:
+        extra["fused"] = True
+    return factory(param_groups(model, weight_decay, lr, scales), **extra)
 
 
 def lr_factor(step: int, name: str, warmup: int, total: int, min_ratio: float) -> float:

@@ -1,8 +1,9 @@
-"""``evaluate``: a model's metrics on a dataset; with a ptcli run directory, on the run's own validation data.
+"""``evaluate``: a model's metrics on a dataset, measured by its objective's evaluator; with a ptcli run directory,
+on the run's own validation data with the run's objective.
 
-Causal LMs: sliding-window perplexity and bits per byte. Masked LMs: masked-token accuracy and loss with
-fixed masks. Fine-tuned objectives: ``ptcli.verbs.finetune_eval`` once it exists. The metrics go to
-``metrics.json`` in the evaluation's run directory, and to stdout as a table (terminal) or one JSON object.
+Causal LMs: sliding-window perplexity and bits per byte. Masked LMs: masked-token accuracy and loss with fixed
+masks. Fine-tuned objectives: their own metrics. The metrics go to ``metrics.json`` in the evaluation's run
+directory, and to stdout as a table (terminal) or one JSON object.
 """
 
 from __future__ import annotations
@@ -11,18 +12,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-BUILT_IN = {"ptcli.objectives.clm.CausalLM": "clm", "ptcli.objectives.mlm.MaskedLM": "mlm"}
-NEEDED_KIND = {"clm": "causal", "mlm": "fill-mask"}
-
-
-def objective_name(target: str) -> str:
-    """'clm', 'classification', ... for ptcli's objectives; the class name for a plug-in."""
-    if target in BUILT_IN:
-        return BUILT_IN[target]
-    if target.startswith("ptcli.objectives."):
-        return target.split(".")[2]
-    return target.rsplit(".", 1)[-1]
 
 
 def run(cfg, run_dir: Path, stdout=None, stderr=None, overrides: list[str] | None = None) -> dict:
@@ -34,8 +23,8 @@ def run(cfg, run_dir: Path, stdout=None, stderr=None, overrides: list[str] | Non
     from transformers.utils import logging as hf_logging
 
     from ptcli.errors import PtcliError
-    from ptcli.inference import eval_data
     from ptcli.inference.loading import detect_kind, hf_config, run_config
+    from ptcli.verbs import evaluate_config
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
 
@@ -51,16 +40,12 @@ def run(cfg, run_dir: Path, stdout=None, stderr=None, overrides: list[str] | Non
     except PtcliError:
         kind = "other"  # a classifier: only its objective (from the run or the command line) can evaluate it
     plain = OmegaConf.to_container(cfg, resolve=True)
-    keys = eval_data.command_line_keys(overrides)
-    eff, notes, named = eval_data.effective_config(plain, run_cfg, keys, kind)
+    keys = evaluate_config.command_line_keys(overrides)
+    eff, notes, named = evaluate_config.effective_config(plain, run_cfg, keys, kind)
     for note in notes:
         log(note)
     effcfg = OmegaConf.create(eff)
-    name = objective_name(effcfg.objective._target_)
-    if name in NEEDED_KIND:
-        metrics = evaluate_lm(effcfg, name, kind, named, log, stderr)
-    else:
-        metrics = evaluate_finetuned(effcfg, name, log)
+    metrics, name = evaluate(effcfg, kind, named, log, stderr)
     seconds = time.perf_counter() - started
     result = {"model": path, "objective": name, **metrics, "seconds": round(seconds, 2)}
     write_outputs(result, effcfg, notes, Path(run_dir))
@@ -68,91 +53,53 @@ def run(cfg, run_dir: Path, stdout=None, stderr=None, overrides: list[str] | Non
     return result
 
 
-def evaluate_lm(cfg, name: str, kind: str, named: bool, log, stderr) -> dict:
-    """clm: sliding-window perplexity and bits per byte; mlm: masked-token accuracy and loss."""
+def evaluate(cfg, kind: str, named: bool, log, stderr) -> tuple[dict, str]:
+    """Load the model as the objective trains it, and drive the objective's evaluator over its evaluation data."""
+    import torch
+
     from ptcli.config.build import build
     from ptcli.errors import PtcliError
-    from ptcli.inference import eval_data
-    from ptcli.inference.loading import load_for_inference
+    from ptcli.inference.loading import KIND_CLASSES, load_for_inference
+    from ptcli.objectives.base import Context
+    from ptcli.training.loop import to_device
+    from ptcli.training.parallel import Dist
+    from ptcli.verbs import evaluate_config
     from ptcli.verbs.train import cache_dir
 
-    if kind != NEEDED_KIND[name]:
-        raise PtcliError(f"objective {name} needs a {NEEDED_KIND[name]} model, but the model at '{cfg.model.path}' "
-                         f"is {'a ' + kind if kind != 'other' else 'neither'}",
+    objective = build(cfg.objective, "objective")
+    name = objective.name or type(objective).__name__
+    wanted = objective.inference
+    if wanted in KIND_CLASSES and kind != wanted:
+        raise PtcliError(f"objective {name} needs a {wanted} model, but the model at '{cfg.model.path}' is "
+                         f"{'a ' + kind if kind != 'other' else 'neither'}",
                          fix="Choose the matching objective (objective=clm for decoders, objective=mlm for encoders)")
     if cfg.batch_size < 1:
         raise PtcliError(f"batch_size must be at least 1, got {cfg.batch_size}", fix="Set batch_size=8")
-    objective = build(cfg.objective, "objective")
-    loaded = load_for_inference(cfg.model, cfg.device, NEEDED_KIND[name], log)
-    objective.bind(loaded.tokenizer)
-    seq_len = cfg.dataset.seq_len
-    if loaded.context and seq_len > loaded.context:
-        raise PtcliError(f"dataset.seq_len ({seq_len}) exceeds the model's maximum positions ({loaded.context})",
-                         fix=f"Set dataset.seq_len={loaded.context} (or lower)")
-    plan = eval_data.split_plan(cfg.dataset, named)
-    data = eval_data.describe(cfg.dataset, plan)
-    log(f"data: {data}")
-    cache = cache_dir(cfg)
+    loaded = load_for_inference(cfg.model, cfg.device, wanted if wanted in KIND_CLASSES else "classify", log,
+                                auto_class=objective.auto_class)
+    source = build(cfg.dataset, "dataset")
+    split = evaluate_config.split_plan(source, named)
+    ctx = Context(cfg, source, cache_dir(cfg), Dist(), log, split=split)
+    described = evaluate_config.describe(source, split)
+    log(f"data: {described}")
+    data = objective.setup_evaluation(ctx, loaded)
+    evaluator = objective.evaluator()
     started = time.perf_counter()
-    if name == "clm":
-        from ptcli.inference.perplexity import clm_metrics, score_windows
-
-        stride = cfg.stride or seq_len
-        if not 1 <= stride <= seq_len:
-            raise PtcliError(f"stride must be between 1 and dataset.seq_len ({seq_len}), got {stride}",
-                             fix=f"Set stride={seq_len // 2} (overlapping windows) or leave it null")
-        stream = eval_data.causal_stream(cfg, plan, objective, loaded.tokenizer, cache, log)
-        if len(stream.ids) < 2:
-            raise PtcliError("the evaluation text has fewer than 2 tokens", where=data, fix="Evaluate on more text")
-        log(f"{len(stream.ids):,} tokens, windows of {seq_len} every {stride}")
-        with Progress(stderr, "windows") as progress:
-            scores = score_windows(loaded.model, stream.ids, seq_len, stride, cfg.batch_size, loaded.placement,
-                                   cfg.max_batches, progress.update)
-        metrics = clm_metrics(scores, stream.n_bytes, seq_len, stride)
-    else:
-        from ptcli.inference.masked import mlm_scores
-
-        blocks = eval_data.masked_blocks(cfg, plan, objective, loaded.tokenizer, cache, log)
-        with Progress(stderr, "blocks") as progress:
-            metrics = mlm_scores(loaded.model, objective, blocks, cfg.batch_size, cfg.seed, loaded.placement,
-                                 cfg.max_batches, lambda done: progress.update(done, None))
-        metrics["seq_len"] = seq_len
+    with Progress(stderr, "batches") as progress, torch.no_grad():
+        for done, batch in enumerate(data.batches, 1):
+            with loaded.placement.autocast():
+                evaluator.update(loaded.model, to_device(batch, loaded.placement.device))
+            progress.update(done, data.total)
+    metrics = data.finish(evaluator)
     elapsed = time.perf_counter() - started
-    counted = metrics.get("tokens") or metrics.get("masked_tokens") or 0
-    if name == "clm":
-        metrics["tokens_per_second"] = round(len(stream.ids) / elapsed, 1) if elapsed > 0 else None
-    else:
-        metrics["blocks_per_second"] = round((metrics.get("blocks") or 0) / elapsed, 2) if elapsed > 0 else None
-    metrics["data"] = data
-    log(f"loss {metrics['loss']:.4f} over {counted:,} tokens in {elapsed:.1f} s")
-    return metrics
-
-
-def evaluate_finetuned(cfg, name: str, log) -> dict:
-    """Fine-tuned objectives (classification, NER, seq2seq, ...): their own metrics, computed by
-    ``ptcli.verbs.finetune_eval.evaluate_objective`` (the fine-tuning work, issue #4) once that exists."""
-    import importlib
-    import importlib.util
-
-    import transformers
-
-    from ptcli.config.build import build
-    from ptcli.errors import PtcliError
-    from ptcli.inference.loading import load_tokenizer_for
-    from ptcli.models import HEADS, load_pretrained
-    from ptcli.training.device import resolve
-
-    # ---- the fine-tuning branch: delegated, never implemented here -------------------------------------------
-    if importlib.util.find_spec("ptcli.verbs.finetune_eval") is None:
-        raise PtcliError(f"evaluating {name} models is not built yet",
-                         fix="ptcli evaluate handles causal LMs (clm) and masked LMs (mlm) for now")
-    finetune_eval = importlib.import_module("ptcli.verbs.finetune_eval")
-    objective = build(cfg.objective, "objective")
-    tokenizer = load_tokenizer_for(str(cfg.model.path), "other", log)
-    placement = resolve(cfg.device)
-    model = load_pretrained(getattr(transformers, HEADS[objective.head]), str(cfg.model.path))
-    model.to(placement.device).eval()
-    return dict(finetune_eval.evaluate_objective(cfg, model, tokenizer, placement, log))
+    for unit in ("tokens", "blocks", "examples"):
+        if isinstance(metrics.get(unit), int) and elapsed > 0:
+            metrics[f"{unit}_per_second"] = round(metrics[unit] / elapsed, 1)
+            break
+    metrics["data"] = described
+    if "loss" in metrics:
+        log(f"loss {metrics['loss']:.4f} in {elapsed:.1f} s")
+    return metrics, name
 
 
 def write_outputs(result: dict, cfg, notes: list[str], run_dir: Path) -> None:

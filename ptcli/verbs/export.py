@@ -3,9 +3,11 @@ Face model folder, in one process and without a process group."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ptcli.errors import PtcliError
+from ptcli.processing.loading import RUN_FOLDERS
 
 
 def export_checkpoint(source: str, out: str, log=print) -> Path:
@@ -26,29 +28,52 @@ def export_checkpoint(source: str, out: str, log=print) -> Path:
         raise PtcliError(f"checkpoint {found} records no model config ({checkpoint.MODEL_CONFIG}/)",
                          fix="LoRA runs and checkpoints written before ptcli 0.x cannot be exported alone; resume "
                              "the run with train.resume=<checkpoint> and use its model/ folder")
-    if not (run_dir / "tokenizer").is_dir():
+    processor_dir = next((run_dir / n for n in RUN_FOLDERS if (run_dir / n).is_dir()), None)
+    if processor_dir is None:
         raise PtcliError(f"no tokenizer/ in the run directory {run_dir}",
                          fix="Export from a checkpoint inside its run directory (<run>/checkpoints/step-N)")
     import torch
     import transformers
 
+    from ptcli.models.export import save_folder
+    from ptcli.models.modules import ModelSet, export_model_of
+    from ptcli.processing.loading import load_processors
+
     transformers.utils.logging.disable_progress_bar()
-    config = transformers.AutoConfig.from_pretrained(config_dir)
-    cls = getattr(transformers, (config.architectures or [""])[0], None)
-    if cls is None:
-        raise PtcliError(f"transformers has no model class {config.architectures}", where=str(config_dir))
-    model = cls(config)
+    members_file = config_dir / "members.json"
+    if members_file.is_file():  # a ModelSet: each member from its own config
+        layout = json.loads(members_file.read_text())
+        model = ModelSet({name: _from_config(config_dir / name) for name in layout["members"]}, layout["export"])
+    else:
+        layout, model = {}, _from_config(config_dir)
     if (found / checkpoint.SHARDED).is_dir():
         load_sharded_weights(found / checkpoint.SHARDED, model)
+    elif layout:
+        from safetensors.torch import load_file
+
+        state = load_file(str(found / "model.safetensors"))
+        for alias, name in layout.get("shared", {}).items():  # tensors members share are stored once
+            state.setdefault(alias, state[name])
+        model.load_state_dict(state)
     else:
         from safetensors.torch import load_model
 
         load_model(model, str(found / "model.safetensors"))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir / "tokenizer")
+    processors = load_processors(str(processor_dir))
     with torch.no_grad():
-        written = checkpoint.export_model(model.eval(), tokenizer, Path(out))
+        written = save_folder(export_model_of(model).eval(), processors, Path(out))
     log(f"exported {found} to {written}")
     return written
+
+
+def _from_config(folder: Path):
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder)
+    cls = getattr(transformers, (config.architectures or [""])[0], None)
+    if cls is None:
+        raise PtcliError(f"transformers has no model class {config.architectures}", where=str(folder))
+    return cls(config)
 
 
 def load_sharded_weights(folder: Path, model) -> None:

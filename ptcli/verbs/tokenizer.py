@@ -11,20 +11,22 @@ from ptcli.errors import PtcliError
 
 def run(cfg, run_dir: Path) -> dict:
     """Train (or reuse from the cache) a tokenizer; write ``<run>/tokenizer`` and ``summary.json``."""
-    from ptcli.data.sources import read_documents, source_fingerprint
-    from ptcli.tokenizer import load_or_train_tokenizer
+    from ptcli.config.build import build
+    from ptcli.objectives.lm import documents
+    from ptcli.processing.tokenizers import load_or_train_tokenizer
     from ptcli.verbs.train import cache_dir
 
     kind = "bpe" if cfg.tokenizer.kind == "auto" else cfg.tokenizer.kind
     if not cfg.tokenizer.vocab_size:
         raise PtcliError("tokenizer.vocab_size is required", fix="Set e.g. tokenizer.vocab_size=8000")
+    source = build(cfg.dataset, "dataset")
     start = time.time()
     tokenizer, cached = load_or_train_tokenizer(
-        lambda: read_documents(cfg.dataset, "train", log=print), source_fingerprint(cfg.dataset, "train"), kind,
-        cfg.tokenizer.vocab_size, cache_dir(cfg), lowercase=cfg.tokenizer.lowercase, log=print)
+        lambda: documents(source, "train", print), source.fingerprint("train"), kind, cfg.tokenizer.vocab_size,
+        cache_dir(cfg), lowercase=cfg.tokenizer.lowercase, log=print)
     out = run_dir / "tokenizer"
     tokenizer.save_pretrained(out)
-    sample = [doc for _, doc in zip(range(200), read_documents(cfg.dataset, "train", log=print))]
+    sample = [doc for _, doc in zip(range(200), documents(source, "train", print))]
     chars = sum(len(d) for d in sample)
     tokens = sum(len(ids) for ids in tokenizer(sample, add_special_tokens=False)["input_ids"])
     summary = {"kind": kind, "vocab_size": len(tokenizer), "requested_vocab_size": cfg.tokenizer.vocab_size,

@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from ptcli.config import paths, schema
-from ptcli.config.compose import compose
+from ptcli.config import paths, plugins, schema
 from ptcli.config.validate import validate
+from ptcli.launch.compose import compose
 
 CONFIGS = paths.packaged_config_dir()
 
@@ -75,6 +75,8 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
     need, kind = OBJECTIVE_NEEDS.get(objective), MODEL_KIND.get(model)
     if need and kind not in (None, "hub", need):
         return f"objective {objective} needs"
+    if objective in ("sft", "seq2seq") and verb != "finetune":  # their target column: no default dataset names one
+        return f"objective={objective} needs the"
     return None
 
 
@@ -105,29 +107,39 @@ def test_pretrain_model_objective_pairs(model, objective, inputs):
             validate("pretrain", cfg)
 
 
-SECTION_SCHEMAS = {"model": schema.ModelConfig, "dataset": schema.DatasetConfig, "device": schema.DeviceConfig,
-                   "optim": schema.OptimConfig, "scheduler": schema.SchedulerConfig, "logger": schema.LoggerConfig,
-                   "peft": schema.PeftConfig}
+SECTION_SCHEMAS = {"model": schema.ModelConfig, "device": schema.DeviceConfig, "scheduler": schema.SchedulerConfig,
+                   "logger": schema.LoggerConfig, "peft": schema.PeftConfig}
 
 
 LAUNCHERS = {"submitit_slurm": "SlurmQueueConf", "submitit_local": "LocalQueueConf"}  # hydra/launcher/*.yaml
 
 
+def declared(group: str, node: dict) -> dict:
+    """The keys a group option may set and their defaults: its schema's fields, or its ``_target_`` class's."""
+    if group in schema.PLUGIN_SECTIONS:
+        cls = plugins.resolve(node["_target_"], group)
+        if isinstance(cls, str):  # a torch optimizer: its keyword arguments are checked when it is built
+            return {}
+        return {name: plugins.default_of(f) for name, f in plugins.settings_of(cls).items()}
+    return {f.name: plugins.default_of(f) for f in dataclasses.fields(SECTION_SCHEMAS[group])}
+
+
 @pytest.mark.parametrize("path", sorted([*CONFIGS.glob("*/*.yaml"), *CONFIGS.glob("hydra/launcher/*.yaml")]),
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_yaml_has_a_header_and_exactly_its_schema_keys(path):
+def test_every_yaml_has_a_header_and_only_its_schema_keys_with_values_that_differ_from_the_defaults(path):
+    """One default per knob: a YAML file states what differs from the schema (or class) it configures."""
     text = path.read_text()
     assert text.startswith("#"), "every YAML starts with a comment saying what it is"
     assert "Run:" in text, "every YAML shows a runnable example"
     data = yaml.safe_load(text) or {}
     group = path.parent.name
-    if group == "objective":
-        node = data.get("objective", data)
-        assert node["_target_"] in schema.OBJECTIVE_SCHEMAS
-        fields = {f.name for f in dataclasses.fields(schema.OBJECTIVE_SCHEMAS[node["_target_"]])}
-        assert set(node) == fields
-    elif group in SECTION_SCHEMAS:
-        assert set(data) == {f.name for f in dataclasses.fields(SECTION_SCHEMAS[group])}
+    if group in (*SECTION_SCHEMAS, *schema.PLUGIN_SECTIONS):
+        node = data.get(group, data) if group == "objective" else data
+        known = declared(group, node)
+        settings = {k: v for k, v in node.items() if k not in plugins.HYDRA_KEYS and k != "defaults"}
+        if known:
+            assert set(settings) <= set(known), set(settings) - set(known)
+            assert not [k for k, v in settings.items() if v == known[k] and v != "???"], "states a default"
     elif group == "launcher":  # ptcli's defaults for a launcher plugin's config: only keys the plugin has
         from hydra_plugins.hydra_submitit_launcher import config as plugin
 
@@ -136,16 +148,30 @@ def test_every_yaml_has_a_header_and_exactly_its_schema_keys(path):
         assert data["_target_"] == schema_cls._target_
 
 
+def test_each_primary_config_states_only_what_differs_from_the_schema():
+    from ptcli.launch.compose import schema_defaults
+
+    for verb in paths.VERBS:
+        data = yaml.safe_load((CONFIGS / f"{verb}.yaml").read_text())
+        defaults = schema_defaults(schema.VERB_SCHEMAS[verb])
+        groups = paths.defaults_groups(verb)
+        for section, node in data.items():
+            if section in ("defaults", *groups) or not isinstance(node, dict) \
+                    or not isinstance(defaults.get(section), dict):
+                continue  # a group's option sets its own values; the primary config may change them
+            same = [k for k, v in node.items() if defaults[section].get(k) == v]
+            assert not same, f"{verb}.yaml restates the default of {section}.{same}"
+
+
 @pytest.mark.parametrize("option", sorted(LAUNCHERS))
 def test_launcher_configs_are_ptcli_defaults_on_the_plugins_config(option):
     """`hydra/launcher=submitit_slurm` gives configs/hydra/launcher/submitit_slurm.yaml merged onto the plugin's own
     config (every plugin key, typed), overridable from the command line, without Hydra's schema-matching notice."""
     import warnings
 
+    import ptcli.launch.launchers  # noqa: F401  (imported by every verb: silences that notice)
     from hydra_plugins.hydra_submitit_launcher import config as plugin
     from omegaconf import OmegaConf
-
-    import ptcli.config.launchers  # noqa: F401  (imported by every verb: silences that notice)
 
     ours = yaml.safe_load((CONFIGS / "hydra" / "launcher" / f"{option}.yaml").read_text())
     with warnings.catch_warnings(record=True) as caught:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.support import REPO, run_cli
 
 
 def imported_modules(args: list[str], cwd) -> set[str]:
@@ -58,10 +58,14 @@ def test_plus_objective_form_works():
     assert "ptcli.objectives.mlm.MaskedLM" in proc.stdout and "arch: bert" in proc.stdout
 
 
-def test_config_prints_resolved_yaml_with_overrides():
-    proc = run_cli("config", "pretrain", "optim.lr=3e-4", "~model.extra", "+train.note=hi")
+def test_config_prints_resolved_yaml_with_overrides_and_every_default():
+    proc = run_cli("config", "pretrain", "optim.lr=3e-4", "~optim.eps", "+train.note=hi", "dataset=text",
+                   "dataset.files=[a.txt]", "dataset.document=line")
     assert proc.returncode == 0, proc.stderr
-    assert "lr: 0.0003" in proc.stdout and "note: hi" in proc.stdout and "extra:" not in proc.stdout
+    assert "lr: 0.0003" in proc.stdout and "note: hi" in proc.stdout and "\n  eps:" not in proc.stdout
+    # settings the YAML files leave at their defaults: set on the command line, and shown with their defaults
+    assert "document: line" in proc.stdout and "encoding_errors: fail" in proc.stdout
+    assert "keep_last: 2" in proc.stdout and "timeout_s: 1800" in proc.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -10,40 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support import TINY_FINETUNE as TINY
+from tests.support import evals, latest, run_cli, sentiment_rows
 
 pytestmark = pytest.mark.slow
-
-TINY = ["model=bert-tiny", "model.layers=2", "model.heads=2", "model.hidden=32", "model.vocab_size=300",
-        "dataset.seq_len=24", "device=cpu", "device.threads=1", "train.log_every=1", "train.epochs=null"]
-POS, NEG = ["good", "great", "lovely", "superb"], ["bad", "awful", "dull", "poor"]
-NOUNS = ["movie", "film", "plot", "cast", "story", "ending"]
-
-
-def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        adj = rng.choice(POS if label == "pos" else NEG)
-        rows.append((f"the {rng.choice(NOUNS)} was {adj}", label))
-    return rows
-
-
-@pytest.fixture(scope="module")
-def sentiment(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.csv"
-    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in sentiment_rows(240)))
-    return path
-
-
-def latest(cwd: Path) -> Path:
-    return (cwd / "outputs" / "finetune" / "latest").resolve()
-
-
-def evals(run: Path) -> list[dict]:
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
-
 
 def test_classification_with_string_labels_learns_and_exports_a_labelled_hf_model(tmp_path, sentiment):
     proc = run_cli("finetune", *TINY, f"dataset.files=[{sentiment}]", "dataset.val_fraction=0.2",

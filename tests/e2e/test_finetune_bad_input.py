@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.e2e.test_finetune import TINY, latest, sentiment_rows
+from tests.support import TINY_FINETUNE as TINY
+from tests.support import latest, run_cli, sentiment_rows
 
 pytestmark = pytest.mark.slow
 FAST = [*TINY, "train.max_steps=2", "train.batch_size=4", "train.eval_every=2"]

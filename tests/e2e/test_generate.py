@@ -9,14 +9,13 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_cli
-from tests.unit.test_generation import models  # noqa: F401 - the session fixture
+from tests.support import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 CPU = ["device=cpu", "device.threads=1"]
 
 
-def test_stdin_to_jsonl_on_stdout_and_logs_on_stderr(models, tmp_path):  # noqa: F811
+def test_stdin_to_jsonl_on_stdout_and_logs_on_stderr(models, tmp_path):
     stdin = "Once upon a time\n\nThe cat sat\n   \nA bird\n"
     proc = run_cli("generate", f"model.path={models['gpt2']}", "max_new_tokens=5", "batch_size=2", *CPU,
                    cwd=tmp_path, stdin=stdin)
@@ -29,7 +28,7 @@ def test_stdin_to_jsonl_on_stdout_and_logs_on_stderr(models, tmp_path):  # noqa:
     assert summary["prompts"] == 3 and summary["skipped_empty"] == 2 and summary["failed"] == 0
 
 
-def test_head_closing_the_pipe_stops_quietly(models, tmp_path):  # noqa: F811
+def test_head_closing_the_pipe_stops_quietly(models, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PTCLI_DEBUG", None)
     script = (f"seq 1 60 | {sys.executable} -m ptcli generate model.path={models['gpt2']} max_new_tokens=4 "
@@ -41,7 +40,7 @@ def test_head_closing_the_pipe_stops_quietly(models, tmp_path):  # noqa: F811
     assert "stdout was closed by its reader" in err
 
 
-def test_bad_jsonl_line_is_reported_and_the_rest_still_runs(models, tmp_path):  # noqa: F811
+def test_bad_jsonl_line_is_reported_and_the_rest_still_runs(models, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Once upon a time", "id": "a"}\n{"prompt": "broken\n'
                        '{"prompt": "The cat", "id": "b", "meta": {"k": 1}}\n')
@@ -55,7 +54,7 @@ def test_bad_jsonl_line_is_reported_and_the_rest_still_runs(models, tmp_path):  
     assert records[1]["meta"] == {"k": 1}
 
 
-def test_model_folder_without_tokenizer_exits_2_on_one_screen(models, tmp_path):  # noqa: F811
+def test_model_folder_without_tokenizer_exits_2_on_one_screen(models, tmp_path):
     proc = run_cli("generate", f"model.path={models['no-tokenizer']}", "prompt=hi", *CPU, cwd=tmp_path)
     assert proc.returncode == 2
     assert "no tokenizer in the model folder" in proc.stderr and "tokenizer.save_pretrained" in proc.stderr

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.e2e.test_pretrain import TINY, losses_by_step
+from tests.support import TINY, losses_by_step, run_cli
 
 pytestmark = pytest.mark.slow
 ARGS = [*TINY, "train.max_steps=40", "train.save_every=1000", "train.eval_every=1000",

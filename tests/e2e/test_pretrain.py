@@ -9,28 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support import TINY, losses_by_step, records, run_cli
 
 pytestmark = pytest.mark.slow
 
-# A tiny model on a small slice of the embedded corpus: each run takes a few seconds.
-TINY = ["model.layers=2", "model.heads=2", "model.hidden=64", "model.vocab_size=512", "dataset.seq_len=32",
-        "dataset.embedded_bytes=150000", "train.batch_size=4", "train.log_every=1", "device=cpu",
-        "device.threads=1"]
-
-
-def records(run_dir: Path, kind: str = "train") -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
-
-
-def losses_by_step(run_dir: Path) -> dict[int, float]:
-    """The last logged loss of every step (a resumed run logs some steps twice)."""
-    return {r["step"]: r["loss"] for r in records(run_dir)}
 
 
 def test_pretrain_writes_a_complete_run(tmp_path):
@@ -63,11 +48,12 @@ def test_exported_model_loads_without_ptcli_and_matches(tmp_path):
     from omegaconf import OmegaConf
     from safetensors.torch import load_model
 
-    from ptcli.models import build_model, load_tokenizer
+    from ptcli.models.build import build_model
+    from ptcli.processing.loading import load_tokenizer
 
     cfg = OmegaConf.load(run / "config.yaml")
     tokenizer = load_tokenizer(str(run / "tokenizer"))
-    model = build_model(cfg.model, "causal_lm", tokenizer)
+    model = build_model(cfg.model, "AutoModelForCausalLM", tokenizer)
     load_model(model, str(run / "checkpoints" / "step-00000003" / "model.safetensors"))
     ids = torch.tensor([tokenizer("Once upon a time, there was a cat.")["input_ids"]])
     expected = model.eval()(input_ids=ids).logits
@@ -126,7 +112,7 @@ def test_multirun_sweep_makes_one_directory_per_point(tmp_path):
     losses = [float(r["best_val_loss"]) for r in rows]
     assert [r["best"] for r in rows] == ["*" if v == min(losses) else "" for v in losses]
     table = (sweeps[0] / "sweep_summary.md").read_text()
-    assert "| point | best | optim.lr |" in table and "Best point (*) by `best_val_loss`" in table
+    assert "| point | best | optim.lr |" in table and "Best point (*) by `best_metric` (lower is better)" in table
 
 
 def test_killed_run_resumes_bitwise(tmp_path):

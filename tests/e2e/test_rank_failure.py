@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.e2e.test_pretrain import TINY
+from tests.support import TINY, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 # Runs "forever" unless something stops it; checkpoints every 10 steps.

@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from tests.conftest import run_cli, shared_data
-from tests.e2e.test_pretrain import TINY
+from tests.support import TINY, run_cli, shared_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 

@@ -10,72 +10,16 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import REPO
-from tests.e2e.test_pretrain import TINY
+from tests.support import DONE_STATES, JOB_TIMEOUT, REPO, TINY, job_state, wait_for_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.distributed]
 TEMPLATE = REPO / "scripts" / "slurm" / "pretrain-single-node.sbatch"
-JOB_TIMEOUT = 600  # seconds from submission to the end of the job, queueing included
-DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-               "BOOT_FAIL", "DEADLINE"}
-
-
-def slurm_missing() -> str | None:
-    """Why no job can run here, or None when sbatch exists and the cluster has a node to run on."""
-    hint = "start one with `bash scripts/slurm/local-cluster.sh start`"
-    if not shutil.which("sbatch"):
-        return f"Slurm is not installed (no sbatch on PATH); {hint}"
-    conf = os.environ.get("SLURM_CONF")
-    if conf and not os.path.isfile(conf):  # sinfo would spend a minute before saying so
-        return f"SLURM_CONF={conf} does not exist (was the cluster stopped?); {hint}"
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:  # e.g. no slurm.conf: sinfo then looks for a controller in DNS
-        return f"`sinfo` did not answer within 20 s (no slurm.conf? SLURM_CONF unset?); {hint}"
-    if proc.returncode != 0:
-        return f"`sinfo` failed: {proc.stderr.strip()[:300]}; {hint}"
-    states = proc.stdout.split()
-    if not any(s.rstrip("*~#") in {"idle", "mixed", "allocated", "completing"} for s in states):
-        return f"no Slurm node can run jobs (sinfo states: {states or 'none'}); {hint}"
-    return None
-
-
-@pytest.fixture
-def slurm():
-    reason = slurm_missing()
-    if reason:
-        if os.environ.get("PTCLI_REQUIRE_SLURM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def job_state(job: str) -> str | None:
-    """JobState from `scontrol show job`, or None once Slurm has forgotten the job."""
-    proc = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30)
-    found = re.search(r"\bJobState=(\S+)", proc.stdout)
-    return found.group(1) if found else None
-
-
-def wait_for_job(job: str, timeout: float) -> str:
-    """Poll until the job ends; cancel it and fail past ``timeout``. Returns the final state."""
-    deadline = time.time() + timeout
-    state = None
-    while time.time() < deadline:
-        state = job_state(job)
-        if state is None or state in DONE_STATES:
-            return state or "GONE"
-        time.sleep(1)
-    subprocess.run(["scancel", job], capture_output=True, timeout=30)
-    pytest.fail(f"Slurm job {job} did not finish within {timeout:.0f} s (last state {state}); cancelled")
-
-
 def test_srun_two_tasks_train_as_one_job_with_one_run_directory(slurm, tmp_path):
     out = tmp_path / "outputs"
     overrides = [*TINY, "train.max_steps=4", "train.save_every=2", f"run.out_dir={out}"]

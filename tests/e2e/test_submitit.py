@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
-from tests.e2e.test_pretrain import TINY
-from tests.e2e.test_slurm import JOB_TIMEOUT, slurm, wait_for_job  # noqa: F401 (slurm: a fixture)
+from tests.support import JOB_TIMEOUT, REPO, TINY, run_cli, wait_for_job
 
 SWEEP = [*TINY, "train.max_steps=2", "train.eval_every=2", "optim.lr=1e-3,2e-3"]
 

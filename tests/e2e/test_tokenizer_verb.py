@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.e2e.test_pretrain import TINY
+from tests.support import TINY, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli
-from tests.e2e.test_pretrain import TINY, losses_by_step, records
+from tests.support import TINY, losses_by_step, records, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,1 @@
+"""Data sources: one module per kind of input (``dataset`` config group); each is a dataclass of its settings."""

@@ -1,0 +1,1 @@
+"""Launching a verb: compose, pre-flight, hand over to Hydra (sweeps, launchers, Slurm); no torch here."""

@@ -1,0 +1,119 @@
+"""Build a model from the ``model`` config (random init) or load it from a path; the objective names the auto class."""
+
+from __future__ import annotations
+
+from ptcli.config.paths import resolve_model_dir
+from ptcli.errors import PtcliError
+from ptcli.models.families import size_keys
+
+
+def hf_config_kwargs(model_cfg, vocab_size: int | None, tokenizer=None) -> dict:
+    """The Hugging Face config keyword arguments for a from-scratch model (``vocab_size`` None: not a text model)."""
+    keys = size_keys(model_cfg.arch)
+    kwargs: dict = {} if vocab_size is None else {"vocab_size": vocab_size}
+    if model_cfg.tie_embeddings is not None:
+        kwargs["tie_word_embeddings"] = bool(model_cfg.tie_embeddings)
+    for ours, theirs in keys.items():
+        value = getattr(model_cfg, ours, None)
+        if ours == "intermediate" and value is None:
+            value = 4 * model_cfg.hidden
+        if value is None:
+            continue
+        for key in theirs if isinstance(theirs, tuple) else (theirs,):
+            kwargs[key] = value
+    if tokenizer is not None:
+        for name in ("bos", "eos", "pad"):
+            token_id = getattr(tokenizer, f"{name}_token_id", None)
+            if token_id is not None:
+                kwargs[f"{name}_token_id"] = token_id
+    kwargs.update(dict(model_cfg.extra or {}))
+    return kwargs
+
+
+def build_model(model_cfg, auto_class: str, tokenizer=None, log=None, **head_kwargs):
+    """A model of the objective's ``auto_class`` (``AutoModelForCausalLM``, ...): from ``model.path`` if set, else
+    random init from the sizes. ``tokenizer`` None: a model without token embeddings (vision, speech)."""
+    import transformers
+
+    auto = getattr(transformers, auto_class)
+    if model_cfg.path:
+        head_kwargs |= pretrained_overrides(model_cfg, head_kwargs, log or print)
+        model = load_pretrained(auto, model_cfg.path, log=log, **head_kwargs)
+        if tokenizer is not None:
+            check_vocab(len(tokenizer), model.get_input_embeddings().num_embeddings, "the model at model.path")
+        return model
+    if tokenizer is not None:
+        check_vocab(len(tokenizer), model_cfg.vocab_size, "model.vocab_size")
+    # Exactly model.vocab_size rows, even when a tokenizer trained on a small corpus came out smaller:
+    # the model is the size the config says (and the dry-run estimate), and checkpoints stay compatible.
+    vocab = model_cfg.vocab_size if tokenizer is not None else None
+    try:
+        config = transformers.AutoConfig.for_model(
+            model_cfg.arch, **hf_config_kwargs(model_cfg, vocab, tokenizer), **head_kwargs)
+    except (ValueError, KeyError) as e:
+        raise PtcliError(f"cannot build model.arch '{model_cfg.arch}': {e}",
+                         fix="Use a Hugging Face model_type such as gpt2, llama or bert") from None
+    if tokenizer is not None and getattr(config, "is_encoder_decoder", False) \
+            and getattr(config, "decoder_start_token_id", None) is None:
+        # T5 starts decoding from the pad token; a config built from scratch does not say so by itself
+        config.decoder_start_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    try:
+        return auto.from_config(config)
+    except ValueError as e:
+        raise PtcliError(f"model.arch '{model_cfg.arch}' cannot be built as {auto_class}: {e}",
+                         fix="Pick an architecture that fits the objective (gpt2/llama for clm, bert for mlm)",
+                         ) from None
+
+
+def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
+    """Config overrides for a pretrained model: ``model.dropout`` (and ``model.extra``), and a re-initialised
+    classification head (with a warning) when the checkpoint's label count differs from the data's."""
+    from ptcli.config.paths import read_model_config
+
+    saved = read_model_config(model_cfg.path) or {}
+    out: dict = {}
+    if model_cfg.dropout is not None:
+        keys = size_keys(saved.get("model_type")).get("dropout", "attention_dropout")
+        for key in keys if isinstance(keys, tuple) else (keys,):
+            out[key] = model_cfg.dropout
+    out |= dict(model_cfg.extra or {})
+    wanted = head_kwargs.get("num_labels")
+    has_head = any(a.endswith(("ForSequenceClassification", "ForTokenClassification"))
+                   for a in saved.get("architectures") or [])
+    old = len(saved.get("id2label") or {}) or saved.get("num_labels")
+    if wanted is not None and has_head and old and old != wanted:
+        log(f"warning: the checkpoint's head has {old} labels but the data has {wanted}: "
+            "re-initialising the classification head")
+        out["ignore_mismatched_sizes"] = True
+    return out
+
+
+def load_pretrained(auto, path: str, log=None, **kwargs):
+    """``from_pretrained`` on a local folder or run dir, or a Hub name (needs network), with friendly errors.
+
+    transformers' own load report (a table on stdout) is replaced by one line naming new weights."""
+    from transformers.utils import logging as hf_logging
+
+    folder = resolve_model_dir(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = auto.from_pretrained(str(folder or path), output_loading_info=True, **kwargs)
+        new = sorted(set(info.get("missing_keys") or []) | {k for k, *_ in info.get("mismatched_keys") or []})
+        if new and log is not None:
+            shown = ", ".join(new[:6]) + (f" and {len(new) - 6} more" if len(new) > 6 else "")
+            log(f"newly initialised (not in the checkpoint): {shown}")
+        return model
+    except OSError as e:
+        raise PtcliError(f"cannot load a model from '{path}': {str(e).splitlines()[0]}",
+                         fix="Point model.path at a model folder, a ptcli run directory, or a Hub name "
+                             "(the Hub needs network access)") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def check_vocab(tokenizer_size: int, model_size: int, what: str) -> None:
+    """Every token id must have an embedding row."""
+    if tokenizer_size > model_size:
+        raise PtcliError(f"the tokenizer has {tokenizer_size} tokens but {what} has only {model_size} embeddings",
+                         fix="Raise model.vocab_size, or use a tokenizer that matches the model")

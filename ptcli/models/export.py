@@ -1,0 +1,45 @@
+"""Write a model as an ordinary Hugging Face folder (config, safetensors, processors), atomically; its size."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def save_folder(model, processors, out: Path) -> Path:
+    """``save_pretrained`` of the model and each processor into a temporary sibling, then renamed onto ``out``."""
+    out = Path(out)
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if processors is not None:
+        processors.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+    return out
+
+
+def transformer_shape(model) -> tuple[int, int, int] | None:
+    """(non-embedding parameters, layers, width) of the trained Hugging Face models in ``model``, summed over members,
+    for a FLOPs estimate; None when nothing in it says its shape."""
+    from ptcli.models.modules import hf_members
+
+    members = hf_members(model)
+    if not members:
+        return None
+    n = layers = hidden = 0
+    for member in members.values():
+        config = member.config
+        width = next((getattr(config, k) for k in ("hidden_size", "n_embd", "d_model")
+                      if isinstance(getattr(config, k, None), int)), None)
+        depth = next((getattr(config, k) for k in ("num_hidden_layers", "n_layer", "num_layers")
+                      if isinstance(getattr(config, k, None), int)), None)
+        if width is None or depth is None:
+            return None
+        embeddings = {id(p) for m in member.modules() if type(m).__name__ == "Embedding" for p in m.parameters()}
+        n += sum(p.numel() for p in member.parameters() if p.requires_grad and id(p) not in embeddings)
+        layers += depth * (2 if getattr(config, "is_encoder_decoder", False) else 1)
+        hidden = max(hidden, width)
+    return n, layers, hidden

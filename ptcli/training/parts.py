@@ -1,0 +1,179 @@
+"""Assemble what the loop runs from the objective's ``Setup``: the model made ready (transforms, device, wrap), its
+helpers placed, optimizer and schedule, batches, checkpoints (resumed), validation and the best-model export."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ptcli.training.loop import LoopState, Parts
+
+
+def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple[Parts, LoopState]:
+    """The loop's parts for this run and the state it starts from (a checkpoint's when resuming)."""
+    from ptcli.data.loader import TrainBatches
+    from ptcli.training import checkpoint, optim
+    from ptcli.training.mfu import peak_flops
+    from ptcli.training.parallelize import place_helpers, prepare_model
+
+    dist, data = ctx.dist, setup.data
+    module, model = prepare_model(setup.model, cfg, objective, dist, placement, log.info)
+    objective.helpers = place_helpers(setup.helpers, dist, placement)
+    n_params = sum(p.numel() for p in module.parameters())
+    n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    log.info(f"model: {describe(module)}, {n_params / 1e6:.2f}M parameters"
+             + (f" ({n_trainable / 1e6:.2f}M trainable)" if n_trainable != n_params else "")
+             + f", on {placement.device} in {placement.precision}"
+             + (f", {dist.world} processes" if dist.enabled else "")
+             + (f"; helpers: {', '.join(objective.helpers)}" if objective.helpers else ""))
+    tune = cfg.get("tune")
+    optimizer = optim.build_optimizer(cfg.optim, module, placement.device.type,
+                                      layer_decay=tune.layer_lr_decay if tune is not None else None)
+    total_steps = planned_steps(cfg, len(data.train), data.units_per_example)
+    scheduler = optim.build_scheduler(cfg.scheduler, optimizer, total_steps or 0)
+    scaler = placement.scaler()
+    workers = cfg.train.workers if cfg.train.workers is not None else (2 if placement.device.type == "cuda" else 0)
+    batches = TrainBatches(data.train, objective.collate, objective.units, cfg.train.batch_size, cfg.train.seed,
+                           dist.rank, dist.world, cfg.train.grad_accum, workers, placement.device.type == "cuda")
+    checkpoints = checkpoint.CheckpointManager(run_dir, cfg.train.keep_last)
+    state = LoopState()
+    found = checkpoint.find_checkpoint(cfg.train.resume, run_dir)
+    if found is not None:
+        state = LoopState(**checkpoint.load(found, module, optimizer, scheduler, scaler))
+        batches.load_state_dict(state.data)
+        log.info(f"resumed from {found} at step {state.step}")
+    elif cfg.train.resume == "auto":
+        log.info("train.resume=auto: no checkpoint in this run directory yet, starting fresh")
+    folder = run_dir / setup.processors.folder_name
+    folder.mkdir(exist_ok=True)
+    if dist.is_rank0:
+        setup.processors.save_pretrained(folder)
+    seq_len = getattr(ctx.source, "seq_len", 0)
+    peak, how = peak_flops(placement)
+    flops = objective.flops_per_unit(module, seq_len) if objective.unit == "tokens" else None
+    if flops and peak:
+        log.info(f"MFU: {how}")
+    log.show(objective.metrics, objective.unit)
+    parts = Parts(model=model, objective=objective, batches=batches, optimizer=optimizer, scheduler=scheduler,
+                  scaler=scaler, placement=placement, dist=dist, checkpoints=checkpoints, log=log,
+                  total_steps=total_steps,
+                  units_per_step=data.units_per_example * cfg.train.batch_size if data.units_per_example else None,
+                  evaluate=(lambda: validation_metrics(model, objective, data.val, cfg, dist, placement))
+                  if len(data.val) else None,
+                  on_best=best_exporter(model, objective, setup.processors, cfg, dist, run_dir),
+                  flops_per_unit=flops, peak_flops=peak)
+    return parts, state
+
+
+def describe(module) -> str:
+    """The model's family (or its members' families) for the log."""
+    from ptcli.models.modules import hf_members
+
+    members = hf_members(module)
+    if not members:
+        return type(module).__name__
+    return ", ".join(f"{name} {m.config.model_type}" if name else m.config.model_type for name, m in members.items())
+
+
+def planned_steps(cfg, n_train: int, units_per_example: int | None) -> int | None:
+    """The step count the schedule decays over: the earliest of max_steps, epochs and max_tokens."""
+    candidates = []
+    if cfg.train.max_steps:
+        candidates.append(cfg.train.max_steps)
+    if cfg.train.epochs:
+        candidates.append(math.ceil(cfg.train.epochs * n_train / cfg.train.batch_size))
+    if cfg.train.max_tokens and units_per_example:
+        candidates.append(math.ceil(cfg.train.max_tokens / (cfg.train.batch_size * units_per_example)))
+    return min(candidates) if candidates else None
+
+
+def validation_metrics(model, objective, val, cfg, dist, placement) -> dict:
+    """The objective's validation metrics (loss first) over (up to eval_batches of) the validation data, all
+    processes together. Streaming: only counts are kept, never logits."""
+    import torch
+
+    from ptcli.data.loader import eval_batches
+    from ptcli.errors import RunFailure
+    from ptcli.training.loop import to_device
+
+    micro = cfg.train.batch_size // (cfg.train.grad_accum * dist.world)
+    # eval_batches counts batches of train.batch_size: the same validation data whatever grad_accum and the
+    # number of processes, which only cut them into smaller micro-batches.
+    limit = cfg.train.eval_batches and cfg.train.eval_batches * cfg.train.grad_accum * dist.world
+    evaluator = objective.evaluator()
+    model.eval()
+    batches = iter(eval_batches(val, objective.collate, objective.units, micro, limit, cfg.train.seed + 1, dist.rank,
+                                dist.world))
+    batch = None
+    with torch.no_grad():
+        while True:
+            item = next(batches, None)
+            if dist.sharded and not dist.all_true(item is None):
+                # FSDP's forward is collective: a process out of batches repeats its last one, uncounted,
+                # while the others finish theirs.
+                if item is None:
+                    if batch is None:
+                        raise RunFailure("the validation set has fewer batches than processes",
+                                         fix="Add validation data or lower train.batch_size")
+                    with placement.autocast():
+                        objective.evaluator().update(model, batch)
+                    continue
+            elif item is None:
+                break
+            batch = to_device(item, placement.device)
+            with placement.autocast():
+                evaluator.update(model, batch)
+    model.train()
+    states = dist.gather_objects(evaluator.state())
+    for other in states[:dist.rank] + states[dist.rank + 1:]:
+        evaluator.merge(other)
+    return evaluator.compute()
+
+
+def best_exporter(model, objective, processors, cfg, dist, run_dir: Path):
+    """With train.export=best: the objective's export of the best evaluation's weights into ``best/``."""
+    if cfg.train.export != "best":
+        return None
+    from ptcli.training.parallelize import gathered
+
+    def on_best(state) -> None:
+        plain = gathered(model, dist)  # FSDP: every process helps gather the weights
+        if dist.is_rank0:
+            objective.export(plain, processors, run_dir / "best")
+            (run_dir / "best" / "ptcli_best.json").write_text(json.dumps(
+                {"step": state.step, "metric": cfg.train.best_metric, "value": state.best_metric}) + "\n")
+
+    return on_best
+
+
+def write_summary(run_dir: Path, cfg, objective, state, data, n_params: int, wall: float) -> dict:
+    """``summary.json``: what a person (or a Makefile) wants to know about the finished run."""
+    facts = dict(data.facts)
+    per_char = facts.pop("val_tokens_per_char", None)
+    last = state.last_val_loss
+    summary = {
+        "steps": state.step,
+        objective.unit: state.tokens,
+        "parameters": n_params,
+        "final_val_loss": last,
+        "best_val_loss": state.best_val_loss,
+        "final_val_ppl": math.exp(min(last, 50)) if last is not None and objective.unit == "tokens" else None,
+        "final_val": state.last_val,
+        "best_val": state.best_val,
+        "best_step": state.best_step,
+        "best_metric": state.best_metric,
+        "best_metric_name": cfg.train.best_metric,
+        "best_metric_higher_is_better": bool(objective.direction(cfg.train.best_metric)),
+        "stopped_early": state.stopped_early,
+        "train_seconds": round(state.elapsed, 2),
+        "wall_seconds": round(wall, 2),
+        f"{objective.unit}_per_second": round(state.tokens / state.elapsed, 1) if state.elapsed else None,
+        "model_dir": str(run_dir / "model"),
+        "run_dir": str(run_dir),
+    }
+    if per_char is not None:
+        summary["val_bits_per_char"] = last * per_char / math.log(2) if last is not None else None
+    summary |= facts
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,187 @@
+"""Helpers the tests share (no test module imports another): running the CLI as a user would, the real data in
+../shared/data, tiny models and data, reading run directories, and the local Slurm cluster."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A tiny GPT on a small slice of the embedded corpus: each pretraining run takes a few seconds.
+TINY = ["model.layers=2", "model.heads=2", "model.hidden=64", "model.vocab_size=512", "dataset.seq_len=32",
+        "dataset.embedded_bytes=150000", "train.batch_size=4", "train.log_every=1", "device=cpu",
+        "device.threads=1"]
+# A tiny BERT for fine-tuning on labelled rows.
+TINY_FINETUNE = ["model=bert-tiny", "model.layers=2", "model.heads=2", "model.hidden=32", "model.vocab_size=300",
+                 "dataset.seq_len=24", "device=cpu", "device.threads=1", "train.log_every=1", "train.epochs=null"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
+            stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m ptcli ARGS`` in a subprocess, as a user would run it; returns the completed process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("PTCLI_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "ptcli", *args], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=timeout, input=stdin)
+
+
+def shared_data(relative: str) -> Path:
+    """A file under ../shared/data; skips when absent, fails under PTCLI_REQUIRE_SHARED=1 (CI)."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        reason = f"{path} is absent (real data lives in ../shared/data beside the repository)"
+        if os.environ.get("PTCLI_REQUIRE_SHARED") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def assert_one_screen(proc, code: int, *needles: str) -> None:
+    """A ptcli error: the exit code, no traceback, a short message containing every needle."""
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(proc.stderr.strip().splitlines()) <= 25, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr[-3000:])
+
+
+# ---- reading run directories
+def records(run_dir: Path, kind: str = "train") -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def losses_by_step(run_dir: Path) -> dict[int, float]:
+    """The last logged loss of every step."""
+    return {r["step"]: r["loss"] for r in records(run_dir)}
+
+
+def latest(cwd: Path, verb: str = "finetune") -> Path:
+    return (cwd / "outputs" / verb / "latest").resolve()
+
+
+def evals(run: Path) -> list[dict]:
+    return records(run, "eval")
+
+
+# ---- tiny labelled data
+POS, NEG = ["good", "great", "lovely", "superb"], ["bad", "awful", "dull", "poor"]
+NOUNS = ["movie", "film", "plot", "cast", "story", "ending"]
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        adj = rng.choice(POS if label == "pos" else NEG)
+        rows.append((f"the {rng.choice(NOUNS)} was {adj}", label))
+    return rows
+
+
+# ---- tiny models for generate/evaluate
+TEXT = ("Once upon a time there was a little cat. The cat liked to sit in the sun.\n"
+        "One day the cat saw a bird. The bird sang a song, and the cat was happy.\n")
+_BUILT: dict[str, Path] = {}
+TEXT = ("Once upon a time there was a little cat. The cat liked to sit in the sun.\n"
+        "One day the cat saw a bird. The bird sang a song, and the cat was happy.\n")
+
+
+def tiny_models(root: Path) -> dict[str, Path]:
+    """Build (once per process) tiny GPT-2, T5 and BERT folders with tokenizers, plus a GPT-2 without one."""
+    if _BUILT:
+        return _BUILT
+    import torch
+    import transformers
+
+    from ptcli.data.corpus import generate_corpus
+    from ptcli.processing.tokenizers import train_tokenizer
+
+    docs = generate_corpus(0, 60_000).documents
+    bpe, wordpiece = train_tokenizer(docs, "bpe", 400), train_tokenizer(docs, "wordpiece", 400)
+    special = {"bos_token_id": bpe.eos_token_id, "eos_token_id": bpe.eos_token_id, "pad_token_id": bpe.pad_token_id}
+    torch.manual_seed(0)
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, n_positions=128, vocab_size=len(bpe), **special))
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=len(bpe), d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
+        pad_token_id=bpe.pad_token_id, eos_token_id=bpe.eos_token_id, decoder_start_token_id=bpe.pad_token_id))
+    bert = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=len(wordpiece), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, pad_token_id=wordpiece.pad_token_id))
+    for name, model, tokenizer in (("gpt2", gpt2, bpe), ("t5", t5, bpe), ("bert", bert, wordpiece)):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        _BUILT[name] = root / name
+    (root / "no-tokenizer").mkdir()
+    for f in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(root / "gpt2" / f, root / "no-tokenizer" / f)
+    _BUILT["no-tokenizer"] = root / "no-tokenizer"
+    return _BUILT
+
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+
+# ---- the local Slurm cluster (scripts/slurm/local-cluster.sh)
+JOB_TIMEOUT = 600  # seconds from submission to the end of the job, queueing included
+DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+               "BOOT_FAIL", "DEADLINE"}
+
+
+def slurm_missing() -> str | None:
+    """Why no job can run here, or None when sbatch exists and the cluster has a node to run on."""
+    hint = "start one with `bash scripts/slurm/local-cluster.sh start`"
+    if not shutil.which("sbatch"):
+        return f"Slurm is not installed (no sbatch on PATH); {hint}"
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):  # sinfo would spend a minute before saying so
+        return f"SLURM_CONF={conf} does not exist (was the cluster stopped?); {hint}"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:  # e.g. no slurm.conf: sinfo then looks for a controller in DNS
+        return f"`sinfo` did not answer within 20 s (no slurm.conf? SLURM_CONF unset?); {hint}"
+    if proc.returncode != 0:
+        return f"`sinfo` failed: {proc.stderr.strip()[:300]}; {hint}"
+    states = proc.stdout.split()
+    if not any(s.rstrip("*~#") in {"idle", "mixed", "allocated", "completing"} for s in states):
+        return f"no Slurm node can run jobs (sinfo states: {states or 'none'}); {hint}"
+    return None
+
+
+def job_state(job: str) -> str | None:
+    """JobState from `scontrol show job`, or None once Slurm has forgotten the job."""
+    proc = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30)
+    found = re.search(r"\bJobState=(\S+)", proc.stdout)
+    return found.group(1) if found else None
+
+
+def wait_for_job(job: str, timeout: float) -> str:
+    """Poll until the job ends; cancel it and fail past ``timeout``. Returns the final state."""
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = job_state(job)
+        if state is None or state in DONE_STATES:
+            return state or "GONE"
+        time.sleep(1)
+    subprocess.run(["scancel", job], capture_output=True, timeout=30)
+    pytest.fail(f"Slurm job {job} did not finish within {timeout:.0f} s (last state {state}); cancelled")
