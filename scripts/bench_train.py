@@ -4,7 +4,10 @@ Fixed workload (issue #3): GPT-2 style, 4 layers, 4 heads, 256 wide, seq 256, ba
 2 threads. Prints tokens/s for both, their ratio, and the model FLOPs utilisation against the peak of a
 large fp32 matmul measured in the same process.
 
-Run: .venv/bin/python scripts/bench_train.py [--steps 60] [--threads 2] [--device cpu]
+Rounds are interleaved (bare, ptcli, bare, ptcli, ...) so that a busy spell of the machine hits both; the ratio
+reported is the median of the rounds' ratios.
+
+Run: .venv/bin/python scripts/bench_train.py [--steps 60] [--rounds 3] [--threads 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -101,20 +104,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    import statistics
+
     import torch
 
     torch.set_num_threads(args.threads)
     peak = matmul_peak(args.device, "float32" if args.device == "cpu" else "bfloat16")
-    bare, n_params = bare_loop(args.steps, args.device)
-    ours = ptcli_run(args.steps, args.device, args.threads)
+    rounds = []
+    for i in range(args.rounds):
+        bare, n_params = bare_loop(args.steps, args.device)
+        ours = ptcli_run(args.steps, args.device, args.threads)
+        rounds.append((bare, ours))
+        print(f"round {i + 1}: bare {bare:,.0f} tokens/s, ptcli {ours:,.0f} tokens/s, ratio {ours / bare:.3f}",
+              flush=True)
     per_token = flops_per_token(n_params)
+    bare, ours = statistics.median(b for b, _ in rounds), statistics.median(o for _, o in rounds)
     print(f"workload: GPT-2 {LAYERS}L {HEADS}H {WIDTH}w, seq {SEQ}, batch {BATCH}, vocab {VOCAB}, "
-          f"{n_params / 1e6:.2f}M params, {args.threads} threads, {args.device}, {args.steps} timed steps")
+          f"{n_params / 1e6:.2f}M params, {args.threads} threads, {args.device}, {args.steps} timed steps, "
+          f"{args.rounds} interleaved rounds")
     print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    print(f"bare PyTorch loop: {bare:,.0f} tokens/s  (MFU {bare * per_token / peak:.1%})")
-    print(f"ptcli pretrain:    {ours:,.0f} tokens/s  (MFU {ours * per_token / peak:.1%})")
-    print(f"ratio ptcli / bare: {ours / bare:.3f}")
+    print(f"bare PyTorch loop: {bare:,.0f} tokens/s median  (MFU {bare * per_token / peak:.1%})")
+    print(f"ptcli pretrain:    {ours:,.0f} tokens/s median  (MFU {ours * per_token / peak:.1%})")
+    print(f"ratio ptcli / bare: {statistics.median(o / b for b, o in rounds):.3f} (median of the rounds' ratios)")
 
 
 if __name__ == "__main__":

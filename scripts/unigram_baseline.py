@@ -18,18 +18,20 @@ from omegaconf import OmegaConf
 
 def main() -> None:
     run = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/pretrain/latest").resolve()
-    from ptcli.data.sources import read_documents
-    from ptcli.models import load_tokenizer
+    from ptcli.config.build import build
+    from ptcli.objectives.lm import documents
+    from ptcli.processing.loading import load_tokenizer
 
     cfg = OmegaConf.load(run / "config.yaml")
+    source = build(cfg.dataset, "dataset")
     tokenizer = load_tokenizer(str(run / "tokenizer"))
     counts: Counter = Counter()
-    for ids in tokenizer(list(read_documents(cfg.dataset, "train")), add_special_tokens=False)["input_ids"]:
+    for ids in tokenizer(list(documents(source, "train", print)), add_special_tokens=False)["input_ids"]:
         counts.update(ids)
     total, vocab = sum(counts.values()), len(tokenizer)
-    val_split = "val" if cfg.dataset.val_files else "train"
+    val_split = "val" if source.has_split("val") else "train"
     nll, n = 0.0, 0
-    for ids in tokenizer(list(read_documents(cfg.dataset, val_split)), add_special_tokens=False)["input_ids"]:
+    for ids in tokenizer(list(documents(source, val_split, print)), add_special_tokens=False)["input_ids"]:
         for i in ids:  # add-one smoothing so unseen tokens have a finite cost
             nll -= math.log((counts[i] + 1) / (total + vocab))
             n += 1

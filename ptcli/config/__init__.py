@@ -1,1 +1,1 @@
-"""Config: composing Hydra config groups, schemas, validation and friendly errors (torch-free)."""
+"""Config, the torch-free base: schemas (one default per knob), the _target_ allowlist, validation, errors."""

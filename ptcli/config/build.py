@@ -39,7 +39,7 @@ def _check_optimizer(resolved, node: dict) -> None:
     cls = resolved
     if isinstance(resolved, str):
         cls = getattr(importlib.import_module("torch.optim"), resolved.rpartition(".")[2], None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
         raise PtcliError(f"optim._target_ '{node.get('_target_')}' is not a torch optimizer",
                          fix="Use e.g. optim=adamw or optim._target_=torch.optim.SGD")
     names = plugins.keyword_names(cls)

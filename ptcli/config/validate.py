@@ -205,8 +205,8 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
         problems += _train_problems(cfg, objective_cls)
     if cfg.get("optim") is not None:
         lr = cfg["optim"].get("lr")
-        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr <= 0:
-            problems.append(f"optim.lr must be positive, got {lr}")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr < 0:
+            problems.append(f"optim.lr must not be negative, got {lr}")
     device = cfg.get("device") or {}
     if device.get("timeout_s") is not None and device["timeout_s"] < 1:
         problems.append(f"device.timeout_s must be at least 1 second, got {device['timeout_s']}")

@@ -1,1 +1,1 @@
-"""Data: sources, the embedded corpus, packing and the token cache."""
+"""Data: the one record reader, data sources as plug-ins, packing, the token cache and the DataLoader."""

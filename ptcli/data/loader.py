@@ -99,12 +99,16 @@ def data_loader(dataset, sampler, workers: int, pin: bool):
     """A DataLoader over ready keys (no automatic batching: each item is a whole micro-batch)."""
     import os
 
+    import torch
     from torch.utils.data import DataLoader
 
     if workers:  # collation forks after tokenization: the Rust tokenizer would warn about its thread pool
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # A generator of its own: a DataLoader draws its workers' base seed from the global RNG otherwise, which would
+    # shift dropout after a resume (the loader starts after the checkpoint's RNG state is restored).
     return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_identity, num_workers=workers,
-                      pin_memory=pin, prefetch_factor=2 if workers else None)
+                      pin_memory=pin, prefetch_factor=2 if workers else None,
+                      generator=torch.Generator().manual_seed(0))
 
 
 class TrainBatches:

@@ -339,10 +339,10 @@ def as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value or [])
 
 
-def read_by_suffix(paths: list[Path], options: dict, log) -> Iterator[tuple[str, dict]]:
-    """Records of files whose format is told by their suffix (.txt text, .jsonl, .json, .csv/.tsv, .conll)."""
+def read_by_suffix(paths: list[Path], options: dict, log, fmt: str | None = None) -> Iterator[tuple[str, dict]]:
+    """Records of files in ``fmt``, or in the format their suffix tells (.txt text, .jsonl, .json, .csv/.tsv)."""
     for path in paths:
-        yield from file_records(path, FORMATS.get(path.suffix.lower(), "text"), log=log, **options)
+        yield from file_records(path, fmt or FORMATS.get(path.suffix.lower(), "text"), log=log, **options)
 
 
 def json_dumps(value) -> str:

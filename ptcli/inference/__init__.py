@@ -1,1 +1,1 @@
-"""What ``generate`` and ``evaluate`` share and need: prompts, model loading for inference, decoding, metrics."""
+"""What ``generate`` needs: loading a model by its kind, prompts, decoding, output, fill-mask."""

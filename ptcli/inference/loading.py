@@ -110,11 +110,11 @@ def context_length(config) -> int | None:
     return None
 
 
-def load_tokenizer_for(path: str, kind: str, log):
+def load_tokenizer_for(path: str, kind: str, log, tokenizer=None):
     """The model's tokenizer, set up for batched inference (a pad token; left padding for decoder-only)."""
     from ptcli.processing.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(path)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
     if len(tokenizer) <= 1:
         raise PtcliError(f"the tokenizer at '{path}' is empty", fix="Save the model's tokenizer in its folder")
     if tokenizer.pad_token_id is None:
@@ -137,7 +137,7 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
 
     from ptcli.models.build import load_pretrained
     from ptcli.models.placement import resolve
-    from ptcli.processing.loading import Processors
+    from ptcli.processing.loading import Processors, load_processors
 
     if not model_cfg.path:
         raise PtcliError("model.path is not set", fix="Set model.path=<run dir, model folder or Hub name>")
@@ -145,7 +145,12 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
     config = hf_config(path)
     if kind == "auto":
         kind = detect_kind(config, run_config(path)) if auto_class is None else "classify"
-    processors = Processors(tokenizer=load_tokenizer_for(path, kind, log))
+    if kind in KIND_CLASSES:  # text generation: the tokenizer, set up for batches
+        processors = Processors(tokenizer=load_tokenizer_for(path, kind, log))
+    else:  # whatever the model was saved with: a tokenizer, an image processor, ...
+        processors = load_processors(path)
+        if processors.tokenizer is not None:
+            processors["tokenizer"] = load_tokenizer_for(path, kind, log, processors.tokenizer)
     placement = resolve(device_cfg)
     auto = getattr(transformers, auto_class or KIND_CLASSES[kind])
     try:

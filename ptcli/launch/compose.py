@@ -193,6 +193,10 @@ def _unknown_key(verb: str, key: str, cfg) -> str:
     hint = suggest(leaf, sorted(choices), parent + "." if parent else "")
     if parent == "optim" and not hint:
         hint = f" (not in the optim config; to pass another keyword to the optimizer use +{key}=...)"
+    elif parent in schema.PLUGIN_SECTIONS and not hint:
+        target = str(node.get("_target_") or "")
+        hint = (f": {target.rpartition('.')[2] or parent} has no such setting; its settings are: "
+                f"{', '.join(sorted(choices - {'_target_', '_partial_'}))}")
     return f"unknown key '{key}'{hint}"
 
 

@@ -1,1 +1,1 @@
-"""Objectives: what the loop trains for (one per file); each answers head, prepare, collate, loss and metrics."""
+"""Objectives: one per file; each owns its processors, data, model, loss, metrics and export (see base.py)."""

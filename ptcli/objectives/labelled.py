@@ -1,6 +1,6 @@
 """What fine-tuning objectives share: labelled records read, split and encoded in memory (fine-tuning sets are small:
-SST-2's 67k rows are a few MB of token ids), a label map learned from the training rows and written into the model's
-config, and the same held-out slice to evaluate on later."""
+SST-2's 67k rows are a few MB of token ids; images stay paths or small arrays until collation), a label map learned
+from the training rows and written into the model's config, and the same held-out slice to evaluate on later."""
 
 from __future__ import annotations
 
@@ -57,9 +57,10 @@ class LabelledObjective(Objective):
 
         return text_model_problems(cfg, model_config, cls.needs_shape, cls.name)
 
-    def use(self, source, tokenizer) -> None:
-        """The data source's columns and the tokenizer, kept for encoding."""
-        self.data, self.max_len, self.tokenizer = source, source.seq_len, tokenizer
+    def use(self, source, processors) -> None:
+        """The data source's columns and the processors (the tokenizer), kept for encoding and collation."""
+        self.data, self.max_len, self.processors = source, source.seq_len, processors
+        self.tokenizer = processors.tokenizer
 
     def learn(self, train_rows: list, log) -> None:
         """What the training rows teach the objective (a label map)."""
@@ -85,15 +86,16 @@ class LabelledObjective(Objective):
                                       lambda: record_texts(ctx.source.records("train", ctx.log)),
                                       ctx.source.fingerprint("train") + "|records", self.tokenizer_kind, ctx.cache,
                                       ctx.dist, ctx.log)
-        self.check_tokenizer(tokenizer)
-        return Processors(tokenizer=tokenizer)
+        processors = Processors(tokenizer=tokenizer)
+        self.check_processors(processors)
+        return processors
 
-    def check_tokenizer(self, tokenizer) -> None:
-        """Refuse a tokenizer the objective cannot work with."""
+    def check_processors(self, processors) -> None:
+        """Refuse processors the objective cannot work with (a tokenizer without what it needs)."""
 
     def prepare(self, ctx: Context, processors) -> Prepared:
         source = ctx.source
-        self.use(source, processors.tokenizer)
+        self.use(source, processors)
         rows = list(source.records("train", ctx.log))
         if not rows:
             raise PtcliError("dataset is empty: the training files hold no rows", fix="check dataset.files")
@@ -143,8 +145,8 @@ class LabelledObjective(Objective):
         """The rows evaluate measures on (``dataset.val_files``, the same held-out slice fine-tuning validated on,
         or all of the named rows), encoded with the label map the model learned."""
         source = ctx.source
-        self.use(source, loaded.processors.tokenizer)
-        self.check_tokenizer(self.tokenizer)
+        self.use(source, loaded.processors)
+        self.check_processors(loaded.processors)
         self.restore(loaded.model.config)
         if ctx.split == "val" and source.has_split("val"):
             rows, where = list(source.records("val", ctx.log)), "dataset.val_files"

@@ -49,7 +49,8 @@ class SFT(LabelledObjective):
                             "dataset.label_column=response, or objective.messages_column=messages")
         return problems
 
-    def check_tokenizer(self, tokenizer) -> None:
+    def check_processors(self, processors) -> None:
+        tokenizer = processors.tokenizer
         if self.messages_column and not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE  # saved with the tokenizer: generate uses it too
         if tokenizer.eos_token_id is None:

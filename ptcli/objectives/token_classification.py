@@ -47,8 +47,8 @@ class TokenClassification(LabelledObjective):
         self.labels = LabelMap.from_config(model_config.id2label)
         self.num_labels = len(self.labels)
 
-    def check_tokenizer(self, tokenizer) -> None:
-        if not getattr(tokenizer, "is_fast", False):
+    def check_processors(self, processors) -> None:
+        if not getattr(processors.tokenizer, "is_fast", False):
             raise PtcliError("token classification needs a fast tokenizer (word ids per token)",
                              fix="use a model whose folder has tokenizer.json")
 

@@ -1,1 +1,1 @@
-"""Training: the one loop and its parts (optimizer, device, distributed, checkpoints, logging)."""
+"""Training: the one loop and its parts (process group, model transforms and wrapping, checkpoints, logging)."""

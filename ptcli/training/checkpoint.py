@@ -169,16 +169,13 @@ def _failures(error) -> list:
 def _load_sharded(folder: Path, model, optimizer) -> None:
     """Read FSDP shards into this model (sharded or not) and its optimizer: torch.distributed.checkpoint maps
     the saved shards onto the current layout, so the world size may differ from the one that saved."""
-    import warnings
-
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    from ptcli.training import safe_dcp
 
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.filterwarnings("ignore", message=".*load in a single process.*")
-        dcp.load(state, checkpoint_id=str(folder))
+    safe_dcp.load(state, folder)  # no pickle code runs, whatever the files hold
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
@@ -218,13 +215,11 @@ def write_model_config(model, folder: Path) -> None:
             member.config.save_pretrained(folder / MODEL_CONFIG / name if name else folder / MODEL_CONFIG)
         finally:
             member.config.architectures = saved
-    if isinstance(model, ModelSet):  # tensors members share are stored once, under the first name
-        first: dict = {}
-        shared = {}
+    if isinstance(model, ModelSet):  # tensors stored once for several names (tied, or shared between members)
+        groups: dict = {}
         for name, tensor in model.state_dict().items():
-            key = (tensor.data_ptr(), tensor.shape, tensor.dtype) if tensor.device.type != "meta" else name
-            shared.update({name: first[key]} if key in first else {})
-            first.setdefault(key, name)
+            groups.setdefault((tensor.data_ptr(), tuple(tensor.shape), tensor.dtype), []).append(name)
+        shared = [names for names in groups.values() if len(names) > 1]
         (folder / MODEL_CONFIG / "members.json").write_text(json.dumps(
             {"export": model.export, "members": sorted(members), "shared": shared}) + "\n")
 

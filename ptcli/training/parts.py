@@ -51,7 +51,7 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
         setup.processors.save_pretrained(folder)
     seq_len = getattr(ctx.source, "seq_len", 0)
     peak, how = peak_flops(placement)
-    flops = objective.flops_per_unit(module, seq_len) if objective.unit == "tokens" else None
+    flops = objective.flops_per_unit(module, seq_len)
     if flops and peak:
         log.info(f"MFU: {how}")
     log.show(objective.metrics, objective.unit)

@@ -24,7 +24,7 @@ def export_checkpoint(source: str, out: str, log=print) -> Path:
                          fix="Give a run directory with checkpoints/ or one of its checkpoints/step-N folders")
     run_dir = found.parent.parent
     config_dir = found / checkpoint.MODEL_CONFIG
-    if not (config_dir / "config.json").is_file():
+    if not (config_dir / "config.json").is_file() and not (config_dir / "members.json").is_file():
         raise PtcliError(f"checkpoint {found} records no model config ({checkpoint.MODEL_CONFIG}/)",
                          fix="LoRA runs and checkpoints written before ptcli 0.x cannot be exported alone; resume "
                              "the run with train.resume=<checkpoint> and use its model/ folder")
@@ -52,8 +52,9 @@ def export_checkpoint(source: str, out: str, log=print) -> Path:
         from safetensors.torch import load_file
 
         state = load_file(str(found / "model.safetensors"))
-        for alias, name in layout.get("shared", {}).items():  # tensors members share are stored once
-            state.setdefault(alias, state[name])
+        for names in layout.get("shared", []):  # one tensor, stored once under one of its names
+            stored = next(state[n] for n in names if n in state)
+            state.update({n: stored for n in names})
         model.load_state_dict(state)
     else:
         from safetensors.torch import load_model
@@ -78,13 +79,10 @@ def _from_config(folder: Path):
 
 def load_sharded_weights(folder: Path, model) -> None:
     """The model part of an FSDP checkpoint into a plain model (the optimizer shards are not read)."""
-    import warnings
-
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
+    from ptcli.training import safe_dcp
+
     state = {"model": get_model_state_dict(model)}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*load in a single process.*")
-        dcp.load(state, checkpoint_id=str(folder))
+    safe_dcp.load(state, folder)  # no pickle code runs, whatever the files hold
     set_model_state_dict(model, state["model"])

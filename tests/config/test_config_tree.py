@@ -31,6 +31,8 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
     """The overrides a composition needs for its required (???) values."""
     args = []
     chosen_dataset = option if group == "dataset" else ("csv" if verb == "finetune" else "tiny-corpus")
+    if option == "image_classification" and verb == "finetune":
+        chosen_dataset = "digits"  # the image objective selects its dataset
     if chosen_dataset in ("text", "jsonl", "csv", "conll"):
         args.append(f"dataset.files=[{inputs / 'a.csv' if chosen_dataset == 'csv' else inputs / 'a.txt'}]")
     if chosen_dataset == "hf":
@@ -52,9 +54,11 @@ def points():
 # What each shipped model option is, as far as validation can tell before loading anything.
 MODEL_KIND = {"gpt2-tiny": "decoder", "gpt2-small": "decoder", "llama-tiny": "decoder", "llama-small": "decoder",
               "bert-tiny": "encoder", "bert-small": "encoder", "minilm": "encoder", "t5-tiny": "seq2seq",
-              "from-path": "decoder",  # the folder in `inputs` holds a gpt2
+              "vit-tiny": "vision", "from-path": "decoder",  # the folder in `inputs` holds a gpt2
               "gpt2": "decoder", "bert-base": "hub"}  # bert-base: arch unknown before the Hub load
-OBJECTIVE_NEEDS = {"clm": "decoder", "sft": "decoder", "mlm": "encoder", "seq2seq": "seq2seq"}
+OBJECTIVE_NEEDS = {"clm": "decoder", "sft": "decoder", "mlm": "encoder", "seq2seq": "seq2seq",
+                   "image_classification": "vision"}
+TEXT_OBJECTIVES = {"clm", "sft", "mlm", "seq2seq", "classification", "token_classification"}
 VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
                  "evaluate": ("from-path", "clm"), "generate": ("from-path", None), "tokenizer": (None, None)}
 
@@ -72,7 +76,11 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
         objective = option
         if option == "mlm" and verb != "evaluate":
             model = "bert-tiny"  # objective=mlm selects an encoder unless a model is named
+        if option == "image_classification" and verb != "evaluate":
+            model = "vit-tiny"
     need, kind = OBJECTIVE_NEEDS.get(objective), MODEL_KIND.get(model)
+    if kind == "vision" and (objective or "clm") in TEXT_OBJECTIVES:
+        return "needs a text model"
     if need and kind not in (None, "hub", need):
         return f"objective {objective} needs"
     if objective in ("sft", "seq2seq") and verb != "finetune":  # their target column: no default dataset names one
@@ -169,9 +177,10 @@ def test_launcher_configs_are_ptcli_defaults_on_the_plugins_config(option):
     config (every plugin key, typed), overridable from the command line, without Hydra's schema-matching notice."""
     import warnings
 
-    import ptcli.launch.launchers  # noqa: F401  (imported by every verb: silences that notice)
     from hydra_plugins.hydra_submitit_launcher import config as plugin
     from omegaconf import OmegaConf
+
+    import ptcli.launch.launchers  # noqa: F401  (imported by every verb: silences that notice)
 
     ours = yaml.safe_load((CONFIGS / "hydra" / "launcher" / f"{option}.yaml").read_text())
     with warnings.catch_warnings(record=True) as caught:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TINY, run_cli
+from tests.support import TINY_MODEL as TINY
+from tests.support import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.support import TINY_FINETUNE as TINY
 from tests.support import evals, latest, run_cli, sentiment_rows
@@ -71,8 +72,11 @@ def test_early_stopping_keeps_the_best_evaluation_as_the_final_model(tmp_path, s
 
 
 def test_best_export_is_the_best_step_weights(tmp_path, sentiment):
-    """train.export=best: model/ holds the weights of the best evaluation, not the last step's."""
-    from safetensors.torch import load_file
+    """train.export=best: model/ holds the weights of the best evaluation, not the last step's. The checkpoint
+    (safetensors save_model) and model/ (save_pretrained) name tied weights differently: both are loaded into the
+    model class and every weight compared."""
+    from safetensors.torch import load_model
+    from transformers import AutoModelForSequenceClassification
 
     proc = run_cli("finetune", *TINY, f"dataset.files=[{sentiment}]", "optim.lr=3e-2", "train.max_steps=6",
                    "train.batch_size=8", "train.eval_every=1", "train.save_every=1", "train.keep_last=10",
@@ -81,10 +85,21 @@ def test_best_export_is_the_best_step_weights(tmp_path, sentiment):
     run = latest(tmp_path)
     losses = {r["step"]: r["val_loss"] for r in evals(run)}
     best_step = min(losses, key=losses.get)
+    last_step = max(losses)
     assert json.loads((run / "summary.json").read_text())["best_step"] == best_step
-    exported = load_file(run / "model" / "model.safetensors")
-    saved = load_file(run / "checkpoints" / f"step-{best_step:08d}" / "model.safetensors")
-    assert all((exported[k] == saved[k]).all() for k in exported if k in saved)
+    exported = AutoModelForSequenceClassification.from_pretrained(run / "model").state_dict()
+
+    def checkpoint_weights(step):
+        model = AutoModelForSequenceClassification.from_pretrained(run / "model")
+        load_model(model, str(run / "checkpoints" / f"step-{step:08d}" / "model.safetensors"))
+        return model.state_dict()
+
+    best = checkpoint_weights(best_step)
+    assert sorted(exported) == sorted(best) and len(exported) > 10
+    assert all(torch.equal(exported[k], best[k]) for k in exported)
+    if best_step != last_step:  # the comparison can fail: the last step's weights differ
+        last = checkpoint_weights(last_step)
+        assert not all(torch.equal(exported[k], last[k]) for k in exported)
 
 
 def test_resume_continues_exactly(tmp_path, sentiment):
@@ -153,7 +168,7 @@ def test_lora_adapter_merged_model_and_resume(tmp_path, sentiment):
 
 @pytest.fixture(scope="module")
 def conll_subset(tmp_path_factory):
-    from tests.conftest import shared_data
+    from tests.support import shared_data
 
     src = shared_data("conll2003/train.txt").read_text().split("\n\n")
     val = shared_data("conll2003/validation.txt").read_text().split("\n\n")
@@ -199,7 +214,7 @@ def test_ner_on_conll_with_minilm_matches_seqeval(tmp_path, conll_subset):
 
 @pytest.mark.shared_data
 def test_seq2seq_t5_on_dialogsum_reports_rouge(tmp_path):
-    from tests.conftest import shared_data
+    from tests.support import shared_data
 
     lines = shared_data("dialogsum/train.jsonl").read_text().splitlines()[:40]
     (tmp_path / "ds.jsonl").write_text("\n".join(lines) + "\n")
@@ -219,7 +234,7 @@ def test_seq2seq_t5_on_dialogsum_reports_rouge(tmp_path):
 
 @pytest.mark.shared_data
 def test_sft_on_alpaca_from_a_pretrained_run(tmp_path):
-    from tests.conftest import shared_data
+    from tests.support import shared_data
 
     rows = json.loads(shared_data("alpaca/alpaca_5000.json").read_text())[:40]
     (tmp_path / "alpaca.json").write_text(json.dumps(rows))

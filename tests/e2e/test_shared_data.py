@@ -7,14 +7,15 @@ import math
 
 import pytest
 
-from tests.support import TINY, run_cli, shared_data
+from tests.support import TINY_MODEL, run_cli, shared_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 
 def test_pretrain_on_tiny_shakespeare_beats_the_uniform_baseline(tmp_path):
     train, val = shared_data("tinyshakespeare/train.txt"), shared_data("tinyshakespeare/validation.txt")
-    proc = run_cli("pretrain", *TINY, "dataset=text", f"dataset.files=[{train}]", f"dataset.val_files=[{val}]",
+    proc = run_cli("pretrain", *TINY_MODEL, "dataset=text", f"dataset.files=[{train}]",
+                   f"dataset.val_files=[{val}]",
                    "dataset.document=paragraph", "train.max_steps=60", "train.log_every=20", "train.eval_every=60",
                    "train.eval_batches=5", "optim.lr=3e-3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -24,14 +25,10 @@ def test_pretrain_on_tiny_shakespeare_beats_the_uniform_baseline(tmp_path):
 
 
 def test_wikitext_lines_are_documents():
-    from types import SimpleNamespace
-
-    from ptcli.data.sources import read_documents
+    from ptcli.data.sources.files import TextFiles
+    from ptcli.objectives.lm import documents
 
     path = shared_data("wikitext2/validation.txt")
-    cfg = SimpleNamespace(source="text", files=[str(path)], val_files=[], text_column="text", document="line",
-                          encoding_errors="fail", hf_name=None, hf_config=None, hf_split=None, embedded_seed=0,
-                          embedded_bytes=0)
-    docs = list(read_documents(cfg, "train", log=lambda m: None))
+    docs = list(documents(TextFiles(files=[str(path)], document="line"), "train", log=lambda m: None))
     assert 2000 < len(docs) <= 3760  # 3,760 lines, blank ones skipped
     assert any(d.strip().startswith("= ") for d in docs), "article headings survive as documents"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import TINY, losses_by_step, records, run_cli
+from tests.support import TINY, TINY_MODEL, losses_by_step, records, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +35,11 @@ FILES = ["dataset.files=[train.txt]", "dataset.val_files=[val.txt]"]
 
 
 def tiny(*extra: str) -> list[str]:
-    """TINY with ``extra`` overrides; a key set in ``extra`` replaces TINY's (Hydra wants each key once)."""
+    """TINY with ``extra`` overrides; a key set in ``extra`` replaces TINY's (Hydra wants each key once). Another
+    dataset than the embedded corpus drops the corpus size, a setting only the embedded corpus has."""
     keys = {e.split("=", 1)[0].lstrip("+~") for e in extra}
-    return [a for a in TINY if a.split("=", 1)[0] not in keys] + list(extra)
+    base = TINY_MODEL if "dataset" in keys else TINY
+    return [a for a in base if a.split("=", 1)[0] not in keys] + list(extra)
 
 
 # Every CLI process the tests below use: name -> pretrain arguments ("-m": a sweep, one point per value).
@@ -118,7 +120,7 @@ class Run:
         found = []
         for folder in sorted((self.cwd / "outputs" / "pretrain" / "multirun").glob("*/[0-9]*")):
             cfg = yaml.safe_load((folder / "config.yaml").read_text())
-            if all(cfg[k.split("__")[0]][k.split("__")[1]] == v for k, v in settings.items()):
+            if all(cfg[k.split("__", 1)[0]][k.split("__", 1)[1]] == v for k, v in settings.items()):
                 found.append(folder)
         assert len(found) == 1, f"{len(found)} sweep points match {settings}"
         return SweepPoint(self.proc, self.cwd, found[0])
@@ -308,7 +310,8 @@ def test_text_files_with_explicit_validation_file(runs):
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
 @uses("jsonl_csv")
 def test_jsonl_and_csv_text_column_pretrain(runs, kind):
-    run = runs.get("jsonl_csv").ok().point(dataset__source=kind)
+    cls = {"jsonl": "JsonlFiles", "csv": "CsvFiles"}[kind]
+    run = runs.get("jsonl_csv").ok().point(dataset___target_=f"ptcli.data.sources.files.{cls}")
     summary = run.summary()
     assert summary["steps"] == 2 and summary["train_blocks"] > 4
     losses = losses_by_step(run.dir)

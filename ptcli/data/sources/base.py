@@ -38,9 +38,13 @@ class Source:
     def records(self, split: str = "train", log: Log = print) -> Iterator[tuple[str, dict]]:
         """``(where, record)`` pairs of ``split`` ('train' or 'val')."""
         if split == "val":
-            yield from records.read_by_suffix(self.val_paths(), self.read_options(), log)
+            yield from records.read_by_suffix(self.val_paths(), self.read_options(), log, self.val_format())
         else:
             yield from self.train_records(log)
+
+    def val_format(self) -> str | None:
+        """How validation files are read: by their suffix, unless the source reads one format only."""
+        return None
 
     def has_split(self, split: str) -> bool:
         """True when the source has its own validation data (else objectives hold out ``val_fraction``)."""

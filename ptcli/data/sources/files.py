@@ -36,6 +36,9 @@ class FileSource(Source):
             fmt = self.format or records.FORMATS.get(path.suffix.lower(), "text")
             yield from records.file_records(path, fmt, log=log, **self.read_options())
 
+    def val_format(self) -> str | None:
+        return self.format or None
+
     def train_fingerprint(self) -> dict:
         return {"files": records.file_stats(self.paths()), "options": self.read_options()}
 

@@ -26,8 +26,11 @@ def read_records(source):
 
 def set_up(objective, source, tokenizer, rows=()):
     """What a training run does before encoding: the columns and tokenizer, then what the rows teach."""
-    objective.use(source, tokenizer)
-    objective.check_tokenizer(tokenizer)
+    from ptcli.processing.loading import Processors
+
+    processors = Processors(tokenizer=tokenizer)
+    objective.use(source, processors)
+    objective.check_processors(processors)
     objective.learn(list(rows), lambda _m: None)
 
 
@@ -102,7 +105,7 @@ def test_classification_encodes_pairs_and_skips_or_refuses_empty_rows(wordpiece)
     assert set(examples[0]["token_type_ids"]) == {0, 1}, "the pair is the second segment"
     batch = obj.collate(examples)
     assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape
-    obj.use(data_cfg([], text_pair_column="pair", empty_rows="fail"), wordpiece)
+    obj.data = data_cfg([], text_pair_column="pair", empty_rows="fail")
     with pytest.raises(PtcliError, match="empty text") as e:
         obj.encode_all(rows)
     assert e.value.where == "f:3"

@@ -1,0 +1,159 @@
+"""Image classification (ViT and any ``AutoModelForImageClassification``): cross-entropy over a label per image.
+
+Images are decoded and processed in DataLoader workers (collate); the image processor is saved with the model, so
+``transformers.pipeline("image-classification", model=<run>/model)`` works without ptcli.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ptcli.data.records import column
+from ptcli.errors import PtcliError
+from ptcli.objectives.base import LOSS, Context, Evaluator, LossOutput, Metric, MetricEvaluator
+from ptcli.objectives.labelled import LabelledObjective
+from ptcli.objectives.labels import LabelMap
+
+
+@dataclass(eq=False)
+class ImageClassification(LabelledObjective):
+    """One label per image; accuracy, top-5 accuracy and macro-F1; label names become the model's id2label."""
+
+    name = "image_classification"
+    auto_class = "AutoModelForImageClassification"
+    inference = "classify"
+    unit = "images"
+    metrics = (LOSS, Metric("accuracy"), Metric("top5"), Metric("f1_macro"), Metric("f1", shown=False),
+               Metric("mcc", shown=False))
+
+    def __post_init__(self):
+        self.labels: LabelMap | None = None
+
+    @classmethod
+    def config_problems(cls, cfg: dict, model_config: dict | None) -> list[str]:
+        from ptcli.models.families import shape
+
+        arch = (model_config or {}).get("model_type") or (cfg.get("model") or {}).get("arch")
+        if arch and shape(arch) != "vision":
+            return [f"objective image_classification needs a vision model, but model.arch is '{arch}'; use "
+                    "model=vit-tiny or an image classifier's model.path"]
+        return []
+
+    @property
+    def image_column(self) -> str:
+        return getattr(self.data, "image_column", "image")
+
+    @property
+    def label_column(self) -> str:
+        return self.data.label_column or "label"
+
+    def load_processors(self, ctx: Context):
+        from ptcli.processing.loading import Processors, load_image_processor
+
+        if ctx.cfg.model.path:
+            return Processors(image_processor=load_image_processor(ctx.cfg.model.path))
+        import transformers
+
+        # Without torchvision transformers processes images with Pillow; ask for that backend by name.
+        cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
+        size = int((ctx.cfg.model.extra or {}).get("image_size", 224))
+        return Processors(image_processor=cls(size={"height": size, "width": size}, image_mean=[0.5] * 3,
+                                              image_std=[0.5] * 3))
+
+    def learn(self, train_rows, log) -> None:
+        self.labels = LabelMap.discover(((r, w) for w, r in train_rows), self.label_column)
+        log(f"labels: {self.labels.describe()}")
+
+    def restore(self, model_config) -> None:
+        self.labels = LabelMap.from_config(model_config.id2label)
+
+    def encode(self, records: list, wheres: list) -> list:
+        out = []
+        for record, where in zip(records, wheres):
+            image = column(record, self.image_column, "dataset.image_column", where)
+            label = self.labels.id_of(column(record, self.label_column, "dataset.label_column", where), where)
+            out.append(None if image is None else {"image": image, "label": label, "where": where})
+        return out
+
+    def head_kwargs(self) -> dict:
+        return {"num_labels": len(self.labels), "id2label": self.labels.id2label(),
+                "label2id": self.labels.label2id()}
+
+    def collate(self, examples, generator=None) -> dict:
+        import torch
+
+        processor = self.processors["image_processor"]
+        images = [rgb(e["image"], e.get("where", "")) for e in examples]
+        pixels = processor(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixels, "labels": torch.tensor([e["label"] for e in examples])}
+
+    def units(self, batch: dict) -> int:
+        return int(batch["pixel_values"].shape[0])
+
+    def loss(self, model, batch) -> LossOutput:
+        return _summed(model(pixel_values=batch["pixel_values"]).logits.float(), batch["labels"])
+
+    def evaluator(self) -> Evaluator:
+        return ImageEvaluator(self)
+
+    def flops_per_unit(self, model, ctx_len: int) -> float | None:
+        """Per image: 6N·T + 12·L·H·T² for its T = patches + 1 tokens."""
+        from ptcli.models.export import transformer_shape
+        from ptcli.models.modules import export_model_of
+
+        shape, config = transformer_shape(model), export_model_of(model).config
+        if shape is None or not getattr(config, "patch_size", None):
+            return None
+        n, layers, hidden = shape
+        tokens = (config.image_size // config.patch_size) ** 2 + 1
+        return 6 * n * tokens + 12 * layers * hidden * tokens * tokens
+
+
+class ImageEvaluator(MetricEvaluator):
+    """Loss, accuracy, macro-F1 (and MCC) from the streamed confusion counts, and top-5 accuracy."""
+
+    def __init__(self, objective):
+        from ptcli.metrics import ClassificationMetrics
+
+        super().__init__(objective, ClassificationMetrics(len(objective.labels)))
+        self.top5 = 0
+
+    def update(self, model, batch) -> None:
+        logits = model(pixel_values=batch["pixel_values"]).logits.float()
+        labels = batch["labels"]
+        self.add_loss(_summed(logits, labels))
+        k = min(5, logits.shape[-1])
+        self.top5 += int((logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum())
+        self.metric.update(logits.argmax(-1).cpu().numpy(), labels.cpu().numpy())
+
+    def state(self) -> dict:
+        return super().state() | {"top5": self.top5}
+
+    def merge(self, state: dict) -> None:
+        super().merge(state)
+        self.top5 += state["top5"]
+
+    def compute(self) -> dict:
+        return super().compute() | {"top5": self.top5 / max(self.count, 1)}
+
+
+def _summed(logits, labels) -> LossOutput:
+    import torch.nn.functional as F
+
+    total = F.cross_entropy(logits, labels, reduction="sum")
+    return LossOutput(total, labels.new_tensor(labels.numel(), dtype=total.dtype))
+
+
+def rgb(image, where: str):
+    """An image as RGB for the processor: grey and RGBA images are converted; a path is opened (a file that is
+    no image is an error naming it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(image, Image.Image):
+        try:
+            with Image.open(image) as opened:
+                image = opened.convert("RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise PtcliError(f"cannot read the image '{image}': {e}", where=where,
+                             fix="remove or replace the file (it is not an image Pillow can read)") from None
+    return image if image.mode == "RGB" else image.convert("RGB")
