@@ -127,7 +127,8 @@ def config_command(
 @app.command("export", short_help="Write a checkpoint (whole or FSDP-sharded) as a Hugging Face model folder.")
 def export_command(
     checkpoint: Path = typer.Argument(..., help="A run directory (its newest checkpoint) or <run>/checkpoints/step-N"),
-    out: Path = typer.Argument(..., help="The model folder to write"),
+    out: Path = typer.Argument(..., help="The model folder to write (a new one, or --force)"),
+    force: bool = typer.Option(False, "--force", help="Replace OUT's contents when it exists and is not empty."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
 ) -> None:
     """Gather CHECKPOINT into an ordinary Hugging Face folder OUT (config, safetensors, the run's tokenizer),
@@ -141,7 +142,7 @@ def export_command(
     try:
         from ptcli.verbs.export import export_checkpoint
 
-        export_checkpoint(str(checkpoint), str(out), log=lambda m: print(m, file=sys.stderr))
+        export_checkpoint(str(checkpoint), str(out), log=lambda m: print(m, file=sys.stderr), force=force)
     except PtcliError as e:
         raise typer.Exit(report(e)) from None
 

@@ -4,8 +4,8 @@ Fixed workload (issue #3): GPT-2 style, 4 layers, 4 heads, 256 wide, seq 256, ba
 2 threads. Prints tokens/s for both, their ratio, and the model FLOPs utilisation against the peak of a
 large fp32 matmul measured in the same process.
 
-Rounds are interleaved (bare, ptcli, bare, ptcli, ...) so that a busy spell of the machine hits both; the ratio
-reported is the median of the rounds' ratios.
+Rounds are interleaved, and which side runs first alternates (bare-ptcli, ptcli-bare, ...), so that a busy spell of
+the machine and any warm-up of the CPU hit both; the ratio reported is the median of the rounds' ratios.
 
 Run: .venv/bin/python scripts/bench_train.py [--steps 60] [--rounds 3] [--threads 2] [--device cpu]
 """
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     import statistics
 
@@ -114,8 +114,12 @@ def main() -> None:
     peak = matmul_peak(args.device, "float32" if args.device == "cpu" else "bfloat16")
     rounds = []
     for i in range(args.rounds):
-        bare, n_params = bare_loop(args.steps, args.device)
-        ours = ptcli_run(args.steps, args.device, args.threads)
+        if i % 2:
+            ours = ptcli_run(args.steps, args.device, args.threads)
+            bare, n_params = bare_loop(args.steps, args.device)
+        else:
+            bare, n_params = bare_loop(args.steps, args.device)
+            ours = ptcli_run(args.steps, args.device, args.threads)
         rounds.append((bare, ours))
         print(f"round {i + 1}: bare {bare:,.0f} tokens/s, ptcli {ours:,.0f} tokens/s, ratio {ours / bare:.3f}",
               flush=True)

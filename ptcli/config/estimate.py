@@ -43,6 +43,17 @@ def count_parameters(s: dict) -> int:
     return n * (attention + mlp + 4 * h) + embeddings + head
 
 
+HUGE_GIB = 4096  # an estimate above this is a typo (a hidden size of 10^6), not a plan
+
+
+def warnings_for(verb: str, cfg: dict) -> list[str]:
+    """The plan's warnings alone (printed before a real run too)."""
+    try:
+        return [line for line in plan(verb, cfg) if line.startswith("warning:")]
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return []
+
+
 def plan(verb: str, cfg: dict) -> list[str]:
     """Lines describing model size, batch shape and memory, for ``--dry-run``."""
     if "model" not in cfg:
@@ -74,6 +85,11 @@ def plan(verb: str, cfg: dict) -> list[str]:
             f"memory (fp32 + AdamW): about {state_gb:.2f} GiB for weights, gradients and optimizer state "
             f"+ {act_gb + logits_gb:.2f} GiB of activations per micro-batch",
         ]
+        total = state_gb + act_gb + logits_gb
+        if total > HUGE_GIB:
+            lines.append(f"warning: about {total:,.0f} GiB is far beyond any single machine; check the model's sizes "
+                         f"(model.hidden={h}, model.layers={sizes['layers']}, model.vocab_size={sizes['vocab_size']}) "
+                         f"and train.batch_size / dataset.seq_len")
         if train.get("max_steps"):
             lines.append(f"work: {train['max_steps']} steps = {train['max_steps'] * train['batch_size'] * seq:,} "
                          f"tokens, about {6 * params * train['max_steps'] * train['batch_size'] * seq:.2e} FLOPs")

@@ -52,3 +52,42 @@ def first_sweep_point(args: list[str]) -> list[str]:
                 continue
         out.append(arg)
     return out
+
+
+def quoted(value: str) -> str:
+    """``value`` as a quoted string in Hydra's grammar."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def corrected(arg: str) -> str:
+    """The override with its value quoted (each item of a [list] quoted): what a value with a comma, '=', a space,
+    brackets or non-ASCII characters needs."""
+    key, sep, value = arg.partition("=")
+    if not sep:
+        return arg
+    if value.startswith("[") and value.endswith("]"):
+        items = [v.strip() for v in value[1:-1].split(",") if v.strip()]
+        return f"{key}=[{','.join(quoted(v.strip(chr(39) + chr(34))) for v in items)}]"
+    return f"{key}={quoted(value)}"
+
+
+def parse_problem(args: list[str]) -> tuple[str, str] | None:
+    """(the override Hydra cannot parse, why) for the first such override, else None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as e:
+            return arg, str(e).splitlines()[0]
+    return None
+
+
+def sweeps(args: list[str]) -> list[str]:
+    """The overrides that are sweeps in Hydra's grammar (``a=1,2``, ``range(..)``, ``choice(..)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(args)
+    return [arg for arg, override in zip(args, parsed) if override.is_sweep_override()]

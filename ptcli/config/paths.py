@@ -94,3 +94,69 @@ def read_model_config(path: str) -> dict | None:
     if folder is None or not (folder / "config.json").is_file():
         return None
     return json.loads((folder / "config.json").read_text())
+
+
+def close_path(path: str) -> str:
+    """`` (did you mean 'outputs/latest'?)`` for a missing path whose folder has a close name, else ''."""
+    import difflib
+
+    p = Path(path).expanduser()
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        return ""
+    close = difflib.get_close_matches(p.name, sorted(c.name for c in parent.iterdir()), n=1)
+    return f" (did you mean '{Path(path).parent / close[0]}'?)" if close else ""
+
+
+HUB_FIX = ("Point model.path at a local model folder or ptcli run directory (with network access, a Hub name works "
+           "too)")
+
+
+def check_hub(name: str) -> None:
+    """Raise a one-line error when the Hub name ``name`` cannot be loaded here (see ``hub_problem``)."""
+    problem = hub_problem(name)
+    if problem:
+        from ptcli.errors import PtcliError
+
+        raise PtcliError(f"cannot load model.path {problem}", fix=HUB_FIX)
+
+
+def hub_problem(name: str) -> str | None:
+    """Why the Hub name ``name`` cannot be loaded here, or None: in the local Hugging Face cache it loads offline
+    (offline mode is then switched on, so that nothing retries for half a minute); otherwise the Hub must be
+    reachable (one name lookup, a few seconds at most)."""
+    import threading
+
+    if resolve_model_dir(name) is not None:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # not a valid repo id, no cache: decided below
+        cached = False
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0")
+    if not offline:
+        found: list = []
+        lookup = threading.Thread(target=lambda: found.append(_resolves("huggingface.co")), daemon=True)
+        lookup.start()
+        lookup.join(5)
+        offline = not (found and found[0])
+    if offline and cached:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return None
+    if offline:
+        return (f"'{name}': it is not a local folder nor in the Hugging Face cache, and the Hub (huggingface.co) "
+                "cannot be reached from here")
+    return None
+
+
+def _resolves(host: str) -> bool:
+    import socket
+
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False

@@ -31,12 +31,22 @@ def allowed_prefixes() -> tuple[str, ...]:
 
 
 _COMMAND_LINE: set[str] = set()
+_TYPED: dict[str, str] = {}
 
 
 def allow_command_line(args) -> None:
-    """Remember the ``_target_`` values this process's command line names: ``resolve`` allows them (the user typed
-    them), wherever the config they appear in came from."""
+    """Remember the ``_target_`` values this process's command line names (``resolve`` allows them: the user typed
+    them, wherever the config they appear in came from) and the keys it sets (``typed``)."""
     _COMMAND_LINE.update(targets_on_command_line(args))
+    for arg in args or ():
+        key, sep, value = arg.partition("=")
+        if sep:
+            _TYPED[key.lstrip("+~")] = value.strip().strip("'\"")
+
+
+def typed(key: str) -> str | None:
+    """The value the command line gave ``key``, or None when the command line did not set it."""
+    return _TYPED.get(key)
 
 
 def targets_on_command_line(args) -> set[str]:

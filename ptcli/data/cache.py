@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ptcli.errors import PtcliError
 
-_FORMAT_VERSION = 1  # bump when the packed layout changes, so old entries are not reused
+_FORMAT_VERSION = 2  # bump when the packed layout changes, so old entries are not reused (2: digests)
 META_KEYS = ("n_blocks", "block_len", "dtype", "n_docs", "n_tokens")
 _SPECIAL_NAMES = ("bos", "eos", "unk", "pad", "cls", "sep", "mask")
 
@@ -58,6 +58,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return _digest([body, roles])
 
 
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def packed_cache_key(source_fingerprint: str, tokenizer_fingerprint: str, block_len: int, extra: dict) -> str:
     """A short hex digest naming the packed corpus built from these inputs and settings (``extra``)."""
     spec = {"format": _FORMAT_VERSION, "source": source_fingerprint, "tokenizer": tokenizer_fingerprint,
@@ -77,10 +85,21 @@ class PackedCorpus:
     n_tokens: int
 
     @classmethod
-    def from_dir(cls, path: Path) -> PackedCorpus:
-        """Read ``meta.json`` of a finished entry (raises OSError, ValueError or KeyError if damaged)."""
+    def from_dir(cls, path: Path, verify: bool = False) -> PackedCorpus:
+        """Read ``meta.json`` of a finished entry (raises OSError, ValueError or KeyError if damaged). ``verify``:
+        also check that ``tokens.bin`` has the size and digest recorded when it was written (ValueError if not)."""
         meta = json.loads((path / "meta.json").read_text())
-        return cls(path=path, **{key: meta[key] for key in META_KEYS})
+        corpus = cls(path=path, **{key: meta[key] for key in META_KEYS})
+        if verify:
+            import numpy as np
+
+            tokens = path / "tokens.bin"
+            expected = corpus.n_blocks * corpus.block_len * np.dtype(corpus.dtype).itemsize
+            if tokens.stat().st_size != expected:
+                raise ValueError(f"tokens.bin is {tokens.stat().st_size} bytes, {expected} were written")
+            if meta.get("digest") != file_digest(tokens):
+                raise ValueError("tokens.bin does not match the digest recorded when it was written")
+        return corpus
 
     def blocks(self):
         """The blocks as a read-only numpy memmap of shape ``(n_blocks, block_len)``."""
@@ -103,9 +122,9 @@ def load_or_build_packed(key: str, cache_dir: Path, build: Callable[[Path], dict
     final = root / key
     if (final / "meta.json").is_file():
         try:
-            corpus = PackedCorpus.from_dir(final)
+            corpus = PackedCorpus.from_dir(final, verify=True)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            log(f"data: packed corpus at {final} is damaged ({e}); rebuilding")
+            log(f"warning: the packed corpus at {final} is damaged ({e}); rebuilding it")
             shutil.rmtree(final, ignore_errors=True)
         else:
             log(f"data: reusing packed corpus {final} ({corpus.n_blocks} blocks)")
@@ -121,6 +140,7 @@ def load_or_build_packed(key: str, cache_dir: Path, build: Callable[[Path], dict
         if missing or not (tmp / "tokens.bin").is_file():
             raise RuntimeError(f"packed-corpus build wrote no tokens.bin or left out {missing}")
         meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        meta["digest"] = file_digest(tmp / "tokens.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_plain))
         if final.exists() and not (final / "meta.json").is_file():
             shutil.rmtree(final, ignore_errors=True)  # debris from a damaged entry, never a build in progress

@@ -78,14 +78,15 @@ def _missing_fix(path: str) -> str:
     return f"{hint}check the path (relative to the current directory)"
 
 
-def file_records(path: Path, fmt: str, *, text_column: str = "text", document: str = "file",
+def file_records(path: Path, fmt: str, *, text_column: str = "text", document: str = "file", exact: bool = False,
                  tokens_column: str = "tokens", tags_column: str = "tags", encoding_errors: str = "fail",
                  log: Callable[[str], None] = print) -> Iterator[tuple[str, dict]]:
     """The records of one file read as ``fmt`` (text, jsonl, json, csv or conll). Text files give one record
-    ``{text_column: document}`` per document (``document``: file, line or paragraph)."""
+    ``{text_column: document}`` per document (``document``: file, line or paragraph; ``exact``: a whole file keeps
+    its final newline, as evaluation counts every byte given)."""
     stream = decoded(path, encoding_errors, log)
     if fmt == "text":
-        for i, doc in enumerate(text_documents(stream, document)):
+        for i, doc in enumerate(text_documents(stream, document, exact)):
             yield f"{path}#{i + 1}", {text_column: doc}
     elif fmt == "jsonl":
         yield from jsonl_records(path, lines(stream))
@@ -102,6 +103,8 @@ def file_records(path: Path, fmt: str, *, text_column: str = "text", document: s
 
 def decoded(path: Path, encoding_errors: str = "fail", log: Callable[[str], None] = print) -> Iterator[str]:
     """The file as text pieces: UTF-8 decoded incrementally, BOM stripped, CRLF turned into LF."""
+    from ptcli.data.binary import sniff
+
     skip = encoding_errors == "skip"
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, dropped, first, carry = 0, 0, True, ""
@@ -109,6 +112,9 @@ def decoded(path: Path, encoding_errors: str = "fail", log: Callable[[str], None
         while True:
             chunk = handle.read(CHUNK)
             final = not chunk
+            binary = sniff(chunk) if offset == 0 else None
+            if binary:  # not text at all: say what it is rather than suggest a re-encoding
+                raise PtcliError(f"the file is {binary[0]}, not text", where=str(path), fix=binary[1])
             # Decode ourselves from a fresh decoder fed pending + chunk, so an error's position maps to a file
             # offset (data[0] sits at `start`) and skip mode can resume right after the bad bytes.
             pending = decoder.getstate()[0]
@@ -161,10 +167,11 @@ def lines(pieces: Iterable[str]) -> Iterator[str]:
         yield "".join(rest)
 
 
-def text_documents(pieces: Iterator[str], document: str) -> Iterator[str]:
+def text_documents(pieces: Iterator[str], document: str, exact: bool = False) -> Iterator[str]:
     """A text file's documents: the whole file, each non-blank line, or each blank-line-separated paragraph."""
     if document == "file":
-        yield "".join(pieces).rstrip("\n")  # the packer adds its own separator between documents
+        text = "".join(pieces)
+        yield text if exact else text.rstrip("\n")  # training: the packer adds its own separator after a document
     elif document == "line":
         yield from (line.rstrip("\n") for line in lines(pieces) if line.strip())
     elif document == "paragraph":

@@ -64,10 +64,22 @@ def hf_config(path: str):
     """The model's Hugging Face config (a local folder, a run directory or a Hub name)."""
     from transformers import AutoConfig
 
+    from ptcli.config import plugins
+    from ptcli.config.paths import check_hub
+    from ptcli.models.build import remote_code_refused
+
     folder = resolve_model_dir(path)
+    if folder is None:
+        check_hub(path)
+    trust = str(plugins.typed("model.trust_remote_code")).lower() == "true"
     try:
-        return AutoConfig.from_pretrained(str(folder or path))
-    except (OSError, ValueError) as e:
+        return AutoConfig.from_pretrained(str(folder or path), trust_remote_code=trust)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise remote_code_refused(path) from None
+        raise PtcliError(f"cannot load a model config from '{path}': {str(e).splitlines()[0]}",
+                         fix="Point model.path at a model folder, a ptcli run directory, or a Hub name") from None
+    except OSError as e:
         raise PtcliError(f"cannot load a model config from '{path}': {str(e).splitlines()[0]}",
                          fix="Point model.path at a model folder, a ptcli run directory, or a Hub name "
                              "(the Hub needs network access)") from None
@@ -154,11 +166,18 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
     placement = resolve(device_cfg)
     auto = getattr(transformers, auto_class or KIND_CLASSES[kind])
     try:
-        model = load_pretrained(auto, path)
+        model = load_pretrained(auto, path, log=log, trust_remote_code=bool(model_cfg.get("trust_remote_code")))
     except ValueError as e:  # the architecture has no such head
         raise PtcliError(f"the model at '{path}' cannot be loaded as a {kind} model: {str(e).splitlines()[0]}",
                          fix="Set kind=causal, seq2seq or fill-mask to match the model") from None
     model.to(placement.device).eval()
+    tokenizer = processors.tokenizer
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if tokenizer is not None and embeddings is not None and len(tokenizer) > embeddings.num_embeddings:
+        raise PtcliError(f"the tokenizer at '{path}' has {len(tokenizer)} tokens but the model has only "
+                         f"{embeddings.num_embeddings} embeddings: they were not saved together",
+                         fix="Use the tokenizer the model was trained with (a ptcli run directory keeps it in "
+                             "tokenizer/), or resize the model's embeddings")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {config.model_type} ({kind}), {n_params / 1e6:.2f}M parameters, on {placement.device} "
         f"in {placement.precision}")

@@ -67,7 +67,7 @@ class PromptReader:
         elif self.source == "file":
             yield from self._lines(self._file_lines(self.prompts_file), self.prompts_file)
         elif self.source == "stdin":
-            yield from self._lines(enumerate(self.stdin, 1), "stdin")
+            yield from self._lines(self._stdin_lines(), "stdin")
         else:
             yield from self._interactive()
 
@@ -90,6 +90,26 @@ class PromptReader:
                     yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as e:
                     yield number, BadPrompt(f"{path}:{number}", f"not valid UTF-8 ({e.reason} at byte {e.start})")
+
+    def _stdin_lines(self) -> Iterator[tuple[int, str | BadPrompt]]:
+        """stdin's lines, decoded one by one from its bytes (a bad byte costs one line); binary data (a gzip file,
+        an image) is refused at once, saying what it is."""
+        buffer = getattr(self.stdin, "buffer", None)
+        if buffer is None:  # a text stream already (tests, a wrapper)
+            yield from enumerate(self.stdin, 1)
+            return
+        from ptcli.data.binary import sniff
+        from ptcli.errors import PtcliError
+
+        for number, raw in enumerate(buffer, 1):
+            if number == 1 and sniff(raw):
+                what, fix = sniff(raw)
+                raise PtcliError(f"stdin holds {what}, not prompts", where="stdin",
+                                 fix=f"give one prompt per line of UTF-8 text ({fix})")
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield number, BadPrompt(f"stdin:{number}", f"not valid UTF-8 ({e.reason} at byte {e.start})")
 
     def _lines(self, lines, name: str) -> Iterator[Prompt | BadPrompt]:
         for number, line in lines:

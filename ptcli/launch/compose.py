@@ -67,8 +67,7 @@ def compose(verb: str, args: list[str], config_dirs: list[str | Path] = (), with
         args = complete_overrides(verb, list(args), config_dirs)
         job_args = first_sweep_point([a for a in args if not is_hydra_override(a)])
     except OverrideParseException as e:
-        raise PtcliError(f"cannot parse override: {str(e).splitlines()[0]}",
-                         fix="Use key=value, group=option, +key=value or ~key (see `ptcli --help`)") from None
+        raise parse_error(args, e) from None
     hydra_args = [a for a in args if is_hydra_override(a)] if with_hydra else []
     problems: list[str] = []
     remaining = list(job_args)
@@ -96,6 +95,7 @@ class _BadOverride(Exception):
 
 
 def _compose(verb: str, args: list[str], config_dirs, with_hydra: bool):
+    import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -106,6 +106,8 @@ def _compose(verb: str, args: list[str], config_dirs, with_hydra: bool):
     with initialize_config_dir(config_dir=str(paths.packaged_config_dir()), version_base="1.3"):
         try:
             return hydra_compose(verb, overrides=args + extra, return_hydra_config=with_hydra)
+        except yaml.YAMLError as e:
+            raise yaml_error(e) from None
         except MissingConfigException as e:
             raise _missing_option_error(str(e), config_dirs) from None
         except ConfigCompositionException as e:
@@ -114,6 +116,31 @@ def _compose(verb: str, args: list[str], config_dirs, with_hydra: bool):
             if not match:
                 raise _missing_option_error(text, config_dirs) from None
             raise _BadOverride(match.group(1), text) from None
+
+
+def parse_error(args: list[str], error) -> PtcliError:
+    """An override Hydra's grammar cannot read: which one, and the same override quoted (commas, '=', spaces and
+    non-ASCII characters need quotes)."""
+    from ptcli.config.overrides import corrected, parse_problem
+
+    found = parse_problem(args)
+    arg, why = found if found else ("", str(error).splitlines()[0])
+    arg = arg.lstrip("+") if arg.startswith("++") else arg
+    if not arg:
+        return PtcliError(f"cannot parse override: {why}",
+                          fix="Use key=value, group=option, +key=value or ~key (see `ptcli --help`)")
+    return PtcliError(f"cannot read the override {arg!r} ({why})",
+                      fix=f"A value with a comma, '=', brackets, quotes or non-ASCII characters needs quotes: "
+                          f"{corrected(arg)} (in a shell, wrap it in double quotes: \"{corrected(arg)}\")")
+
+
+def yaml_error(error) -> PtcliError:
+    """A YAML syntax error in a config file: the file, line and column, and the parser's reason."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else None
+    reason = " ".join(str(getattr(error, "problem", "") or error).split())
+    return PtcliError(f"a config file is not valid YAML: {reason}", where=where,
+                      fix="Fix that line (quote values with ':' or '#', close brackets), then run again")
 
 
 def complete_overrides(verb: str, args: list[str], config_dirs=()) -> list[str]:
@@ -143,9 +170,9 @@ def _settable(verb: str, cfg, key: str, named) -> bool:
     from omegaconf import OmegaConf
 
     parent, _, leaf = key.rpartition(".")
-    if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
-        return False
     node = OmegaConf.select(cfg, parent) if parent else cfg
+    if node is not None and OmegaConf.is_dict(node) and leaf in node.keys():  # present (a ??? value counts too)
+        return False
     if parent and "." in parent:  # deeper keys: only inside an open mapping that exists (model.extra.d_kv)
         return OmegaConf.is_dict(node)
     return leaf in declared_keys(verb, cfg, parent, named)

@@ -68,7 +68,14 @@ def run_verb(verb: str, args: list[str], *, dry_run=False, multirun=False, confi
     """The whole verb: returns the exit code (errors are reported here, once)."""
     try:
         args = prepare_args(verb, args, config_dirs)
+        if not multirun:
+            refuse_sweeps(args)
         data = preflight(verb, args, config_dirs)
+        check_writable(data, args)
+        from ptcli.config.estimate import warnings_for
+
+        for warning in warnings_for(verb, data) if not dry_run else ():
+            print(f"ptcli: {warning}", file=sys.stderr)
         if dry_run:
             print_plan(verb, data)
             return 0
@@ -79,6 +86,37 @@ def run_verb(verb: str, args: list[str], *, dry_run=False, multirun=False, confi
                       submitit=launchers.is_submitit(target))
     except PtcliError as e:
         return report(e)
+
+
+def refuse_sweeps(args: list[str]) -> None:
+    """A comma in a value makes a sweep in Hydra's grammar; without -m that is a mistake more often than not."""
+    from hydra.errors import OverrideParseException
+
+    from ptcli.config.overrides import corrected, sweeps
+
+    try:
+        found = sweeps([a for a in args if not a.startswith("hydra")])
+    except OverrideParseException:
+        return  # compose reports it with its own hint
+    if found:
+        arg = found[0].lstrip("+")
+        key, _, value = arg.partition("=")
+        raise PtcliError(f"{arg!r} is a sweep in Hydra's grammar (a comma separates the values to sweep over)",
+                         fix=f"For a list write {key}=[{value}]; for one value with a comma, quote it: "
+                             f"{corrected(arg)}; to run once per value, add -m")
+
+
+def check_writable(data: dict, args: list[str]) -> None:
+    """The run directory can be made: its nearest existing folder is writable (else Hydra fails with a traceback)."""
+    explicit = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("hydra.run.dir=")), None)
+    target = Path(explicit or data["run"]["out_dir"]).expanduser()
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_file() or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is a file" if probe.is_file() else "is not writable"
+        raise PtcliError(f"cannot make the run directory under '{target}': '{probe}' {why}",
+                         fix="Choose a writable folder with run.out_dir=<folder> (or hydra.run.dir=<folder>)")
 
 
 def print_plan(verb: str, data: dict) -> None:
@@ -171,14 +209,17 @@ def run_task(cfg) -> None:
     submitit_point = launchers.is_submitit_point(hydra_cfg)
     if submitit_point:
         apply_slurm_env()
-    data = None
+    data, previous = None, None
+    from hydra.types import RunMode
+
+    single = hydra_cfg.mode == RunMode.RUN
     try:
         data = validate(verb, cfg)
         resolved = OmegaConf.create(data)
         if is_rank0():
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-            update_latest(Path(data["run"]["out_dir"]) / verb, run_dir)
+            previous = update_latest(Path(data["run"]["out_dir"]) / verb, run_dir)
             print(f"ptcli {verb}: run directory {run_dir}", file=sys.stderr)
         module, _, func = RUNNERS[verb].partition(":")
         getattr(importlib.import_module(module), func)(resolved, run_dir)
@@ -187,17 +228,53 @@ def run_task(cfg) -> None:
             raise launchers.point_outcome(e.code if isinstance(e.code, int) else 1, run_dir, data) from None
         raise
     except KeyboardInterrupt:
-        print(f"ptcli: interrupted; run directory {run_dir}", file=sys.stderr)
+        print(interrupted(run_dir), file=sys.stderr)
         if submitit_point:
             raise launchers.point_outcome(130, run_dir, data) from None
         raise SystemExit(130) from None
     except BaseException as e:  # one screen for the user, the traceback only with --debug
         code = report(e)
-        if code != 2:
+        if code == 2 and single and is_rank0() and data is not None:  # bad input: as if nothing had been started
+            undo_run_dir(run_dir, Path(data["run"]["out_dir"]) / verb, previous)
+        elif code != 2:
             print(f"ptcli: run directory {run_dir}", file=sys.stderr)
         if submitit_point:  # in the job's log above; and back to the waiting `ptcli -m`
             raise launchers.point_outcome(code, run_dir, data, e) from None
         raise SystemExit(code) from None
+
+
+BOOKKEEPING = {".hydra", "config.yaml", "metrics.jsonl"}
+
+
+def undo_run_dir(run_dir: Path, verb_dir: Path, previous: str | None) -> None:
+    """After an input error (exit 2), remove the run directory when it holds nothing but ptcli's and Hydra's
+    bookkeeping (the config, an empty metrics file), and point ``latest`` back where it pointed."""
+    import shutil
+
+    entries = {p.name: p for p in run_dir.iterdir()} if run_dir.is_dir() else {}
+    metrics = entries.get("metrics.jsonl")
+    if set(entries) - BOOKKEEPING or (metrics is not None and metrics.stat().st_size):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    link = verb_dir / "latest"
+    with contextlib.suppress(OSError):
+        if previous is None:
+            link.unlink()
+        else:
+            tmp = verb_dir / f".latest.{os.getpid()}"
+            os.symlink(previous, tmp)
+            os.replace(tmp, link)
+
+
+def interrupted(run_dir: Path) -> str:
+    """What a second Ctrl-C leaves: the step in progress is lost, the last checkpoint is intact."""
+    from ptcli.training.checkpoint import CheckpointManager
+
+    last = CheckpointManager(run_dir, 0).latest()
+    if last is None:
+        return f"ptcli: interrupted; no checkpoint had been written (run directory {run_dir})"
+    return (f"ptcli: interrupted at once (a second Ctrl-C): the last checkpoint, {last.name}, is intact; resume with "
+            f"train.resume=auto hydra.run.dir={run_dir}")
 
 
 def agree_on_run_stamp(stamp: str) -> str:
@@ -218,13 +295,16 @@ def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def update_latest(verb_dir: Path, run_dir: Path) -> None:
-    """Point ``<out_dir>/<verb>/latest`` at ``run_dir`` atomically, so Makefiles can chain verbs."""
+def update_latest(verb_dir: Path, run_dir: Path) -> str | None:
+    """Point ``<out_dir>/<verb>/latest`` at ``run_dir`` atomically, so Makefiles can chain verbs; returns where it
+    pointed before (None: nowhere)."""
     verb_dir.mkdir(parents=True, exist_ok=True)
     link = verb_dir / "latest"
+    previous = os.readlink(link) if link.is_symlink() else None
     tmp = verb_dir / f".latest.{os.getpid()}"
     target = os.path.relpath(run_dir.resolve(), verb_dir.resolve())
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, link)
+    return previous

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ptcli.config.paths import resolve_model_dir
 from ptcli.errors import PtcliError
 from ptcli.models.families import size_keys
@@ -38,7 +40,8 @@ def build_model(model_cfg, auto_class: str, tokenizer=None, log=None, **head_kwa
     auto = getattr(transformers, auto_class)
     if model_cfg.path:
         head_kwargs |= pretrained_overrides(model_cfg, head_kwargs, log or print)
-        model = load_pretrained(auto, model_cfg.path, log=log, **head_kwargs)
+        model = load_pretrained(auto, model_cfg.path, log=log, trust_remote_code=bool(model_cfg.trust_remote_code),
+                                **head_kwargs)
         if tokenizer is not None:
             check_vocab(len(tokenizer), model.get_input_embeddings().num_embeddings, "the model at model.path")
         return model
@@ -88,17 +91,29 @@ def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
     return out
 
 
-def load_pretrained(auto, path: str, log=None, **kwargs):
+def load_pretrained(auto, path: str, log=None, trust_remote_code: bool = False, **kwargs):
     """``from_pretrained`` on a local folder or run dir, or a Hub name (needs network), with friendly errors.
+    A folder's own Python code (``auto_map``) runs only with ``trust_remote_code`` (typed on the command line),
+    after a warning naming its files.
 
     transformers' own load report (a table on stdout) is replaced by one line naming new weights."""
     from transformers.utils import logging as hf_logging
 
+    from ptcli.config.paths import check_hub
+
+    kwargs.pop("trust_remote_code", None)  # model.extra cannot switch it on (validation says so too)
     folder = resolve_model_dir(path)
+    if folder is None:
+        check_hub(path)
+    if trust_remote_code:
+        files = sorted(p.name for p in (folder or Path(".")).glob("*.py")) if folder else ["(the Hub repository's)"]
+        (log or print)(f"warning: model.trust_remote_code=true: transformers will run the Python code of '{path}' "
+                       f"({', '.join(files) or 'none found'})")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = auto.from_pretrained(str(folder or path), output_loading_info=True, **kwargs)
+        model, info = auto.from_pretrained(str(folder or path), output_loading_info=True,
+                                           trust_remote_code=trust_remote_code, **kwargs)
         new = sorted(set(info.get("missing_keys") or []) | {k for k, *_ in info.get("mismatched_keys") or []})
         if new and log is not None:
             shown = ", ".join(new[:6]) + (f" and {len(new) - 6} more" if len(new) > 6 else "")
@@ -108,8 +123,20 @@ def load_pretrained(auto, path: str, log=None, **kwargs):
         raise PtcliError(f"cannot load a model from '{path}': {str(e).splitlines()[0]}",
                          fix="Point model.path at a model folder, a ptcli run directory, or a Hub name "
                              "(the Hub needs network access)") from None
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise remote_code_refused(path) from None
+        raise
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def remote_code_refused(path: str) -> PtcliError:
+    """A model folder that needs its own Python code, which ptcli does not run unless asked on the command line."""
+    return PtcliError(f"the model at '{path}' needs its own Python code (its config names classes in .py files), "
+                      "which ptcli does not run", where="model.path",
+                      fix="Use a model transformers supports natively; to run that code anyway, read it first and "
+                          "type model.trust_remote_code=true on the command line")
 
 
 def check_vocab(tokenizer_size: int, model_size: int, what: str) -> None:

@@ -8,16 +8,26 @@ from pathlib import Path
 
 
 def save_folder(model, processors, out: Path) -> Path:
-    """``save_pretrained`` of the model and each processor into a temporary sibling, then renamed onto ``out``."""
+    """``save_pretrained`` of the model and each processor into a new temporary sibling, then swapped in for ``out``
+    (an old ``out`` is moved aside first and removed last): ``out`` is always whole, the old one or the new one."""
+    import tempfile
+
     out = Path(out)
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if processors is not None:
-        processors.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if processors is not None:
+            processors.save_pretrained(tmp)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".old-{out.name}-", dir=out.parent))
+            os.rename(out, old / out.name)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -78,6 +78,7 @@ class CausalLM(LanguageModelling):
 
         sep, _ = self.packing(tokenizer)
         if ctx.split != "heldout":
+            ctx.source.exact = True  # count the text as given: a file's final newline is a byte too
             return token_stream(self.eval_documents(ctx, ctx.split), tokenizer, sep)
         ids = np.asarray(self.heldout_blocks(ctx, tokenizer), dtype=np.int64).reshape(-1)
         # bytes of the held-out text: its decoded text (exact for byte-level BPE) plus one per separator

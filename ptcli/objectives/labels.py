@@ -33,8 +33,17 @@ class LabelMap:
                 seen.add(label_key(v))
         if not seen:
             raise PtcliError("no labels found in the training data", fix="check dataset.label_column")
-        numeric = all(_is_int(s) for s in seen)
-        return cls(sorted(seen, key=int) if numeric else sorted(seen))
+        numbers, names = sorted(s for s in seen if _is_int(s)), sorted(s for s in seen if not _is_int(s))
+        if numbers and names:  # 0/1 beside neg/pos would silently become four classes
+            raise PtcliError(f"the labels in column '{column}' mix numbers ({', '.join(numbers[:5])}) and names "
+                             f"({', '.join(names[:5])})", where=key,
+                             fix="make them one kind: map the numbers to names (or the names to numbers) in the data")
+        if len(seen) < 2:
+            raise PtcliError(f"the training data has a single label ('{next(iter(seen))}') in column '{column}'; "
+                             "classification needs at least two", where=key,
+                             fix="check dataset.label_column and that the training files hold every class (for "
+                                 "numeric targets, set objective.num_labels=1: regression)")
+        return cls(sorted(seen, key=int) if numbers else names)
 
     @classmethod
     def from_config(cls, id2label: dict) -> LabelMap:

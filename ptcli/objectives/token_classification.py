@@ -7,12 +7,14 @@ list (``dataset.label_column``). Validation reports entity-level precision/recal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ptcli.data.records import column
 from ptcli.errors import PtcliError
 from ptcli.objectives.base import LOSS, Evaluator, LossOutput, Metric, MetricEvaluator, summed_cross_entropy
 from ptcli.objectives.labelled import LabelledObjective
 from ptcli.objectives.labels import LabelMap
+from ptcli.objectives.tag_schemes import for_metrics
 
 
 @dataclass(eq=False)
@@ -20,6 +22,7 @@ class TokenClassification(LabelledObjective):
     """A tag per word (NER); entity-level metrics as seqeval computes them."""
 
     label_all_tokens: bool = False  # true: every piece of a word carries its tag
+    tag_scheme: Literal["auto", "IOB", "IOBES", "BILOU", "IO"] = "auto"  # IO: bare entity types, a run is one entity
 
     name = "token_classification"
     auto_class = "AutoModelForTokenClassification"
@@ -39,12 +42,18 @@ class TokenClassification(LabelledObjective):
         return self.data.label_column or "tags"
 
     def learn(self, train_rows, log) -> None:
+        from ptcli.objectives import tag_schemes
+
         self.labels = LabelMap.discover(((r, w) for w, r in train_rows), self.tags_col)
+        self.scheme = tag_schemes.resolve(self.labels.names, self.tag_scheme)
         self.num_labels = len(self.labels)
         log(f"tags: {self.labels.describe()}")
 
     def restore(self, model_config) -> None:
+        from ptcli.objectives import tag_schemes
+
         self.labels = LabelMap.from_config(model_config.id2label)
+        self.scheme = tag_schemes.resolve(self.labels.names, self.tag_scheme)
         self.num_labels = len(self.labels)
 
     def check_processors(self, processors) -> None:
@@ -150,4 +159,5 @@ class EntityEvaluator(MetricEvaluator):
             pred = [names[i] for i in p_row[f_row]][:len(gold)]
             pred_tags.append(pred + [outside] * (len(gold) - len(pred)))  # words cut off by seq_len
             gold_tags.append(gold)
-        self.metric.update(pred_tags, gold_tags)
+        scheme = self.objective.scheme
+        self.metric.update([for_metrics(t, scheme) for t in pred_tags], [for_metrics(t, scheme) for t in gold_tags])

@@ -52,9 +52,17 @@ def load_tokenizer(path: str):
     """The tokenizer saved in a folder or run dir (or a Hub name), with a clear error when there is none."""
     from transformers import AutoTokenizer
 
+    from ptcli.config.paths import check_hub
+
+    if resolve_model_dir(path) is None:
+        check_hub(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(processor_folder(path))
+        tokenizer = AutoTokenizer.from_pretrained(processor_folder(path), trust_remote_code=False)
     except (OSError, ValueError, TypeError) as e:
+        if "trust_remote_code" in str(e):
+            raise PtcliError(f"the tokenizer at '{path}' needs its own Python code, which ptcli does not run",
+                             fix="Use a tokenizer transformers supports natively (tokenizer.json), or set "
+                                 "tokenizer.path to one") from None
         raise PtcliError(f"no usable tokenizer at '{path}': {str(e).splitlines()[0]}",
                          fix="Save a tokenizer in that folder, or set tokenizer.path") from None
     if len(tokenizer) <= 1:  # transformers 5 builds an empty one for a folder without tokenizer files

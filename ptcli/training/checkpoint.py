@@ -58,18 +58,26 @@ class CheckpointManager:
                 _save_sharded(model, optimizer, tmp / SHARDED)
             if rank0:
                 self._write(tmp, final, model, optimizer, scheduler, scaler, loop_state, sharded)
-        except OSError as e:
+        except Exception as e:  # torch.save reports a full disk as RuntimeError, not OSError
             if rank0:
                 shutil.rmtree(tmp, ignore_errors=True)
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-            last = self.latest()
-            raise RunFailure(f"could not write checkpoint step {step}: {e.strerror or e}",
-                             where=str(self.dir),
-                             fix=("Free disk space and resume" if full else "Check the folder and resume")
-                             + (f"; the previous checkpoint {last.name} is intact" if last else "")) from None
+            raise self.write_failure(step, e) from None
         if rank0:
             self._prune()
         return final if rank0 else None
+
+    def write_failure(self, step: int, error: Exception) -> RunFailure:
+        """A failed save as one clear error: a full disk said so, the previous checkpoint named."""
+        text = str(error)
+        full = (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+            marker in text for marker in ("No space left", "file write failed", "Disk quota", "unexpected pos"))
+        why = "the disk is full" if full else (getattr(error, "strerror", None) or f"{type(error).__name__}: {text}")
+        last = self.latest()
+        return RunFailure(f"could not write checkpoint step {step}: {why.splitlines()[0][:200]}; the partial "
+                          "checkpoint was removed", where=str(self.dir),
+                          fix=("Free disk space (or set run.out_dir elsewhere) and resume" if full
+                               else "Check the folder and resume")
+                          + (f"; the previous checkpoint {last.name} is intact" if last else ""))
 
     def _write(self, tmp: Path, final: Path, model, optimizer, scheduler, scaler, loop_state, sharded) -> None:
         import torch
@@ -82,7 +90,9 @@ class CheckpointManager:
         torch.save(trainer, tmp / "optimizer.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         write_model_config(model, tmp)
-        (tmp / COMPLETE).write_text(json.dumps(loop_state, indent=1))
+        from ptcli.training.integrity import DIGESTS, file_digests
+
+        (tmp / COMPLETE).write_text(json.dumps(loop_state | {DIGESTS: file_digests(tmp, COMPLETE)}, indent=1))
         for f in tmp.rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:
@@ -94,7 +104,15 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         for old in self.complete()[: -self.keep_last] if self.keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            trash = old.with_name(f".trash-{old.name}")  # renamed first: a kill mid-delete leaves no half checkpoint
+            os.rename(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def clean(self, log) -> None:
+        """Remove the unfinished folders a killed run left (rank 0, before training starts)."""
+        from ptcli.training.integrity import clean_leftovers
+
+        clean_leftovers(self.dir, COMPLETE, log)
 
     def complete(self) -> list[Path]:
         """Finished checkpoints, oldest first."""
@@ -107,44 +125,74 @@ class CheckpointManager:
         return found[-1] if found else None
 
 
-def find_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
-    """``auto``: the newest complete checkpoint of this run (None: start fresh). A path: a checkpoint folder or a
-    run directory (its newest checkpoint)."""
+def find_checkpoint(resume: str | None, run_dir: Path, log=print, key: str = "train.resume") -> Path | None:
+    """``auto``: the newest intact checkpoint of this run (None: start fresh); a damaged one is skipped with a
+    warning. A path: that checkpoint folder, or a run directory's newest intact one; a damaged checkpoint named
+    on purpose is an error naming the damage."""
+    from ptcli.training.integrity import damage
+
     if resume in (None, "", "none"):
         return None
-    if resume == "auto":
-        return CheckpointManager(run_dir, 0).latest()
-    path = Path(resume)
-    if (path / COMPLETE).is_file():
+    path = Path(run_dir if resume == "auto" else resume)
+    if resume != "auto" and (path / COMPLETE).is_file():
+        problem = damage(path, COMPLETE)
+        if problem:
+            raise PtcliError(f"checkpoint {path} is damaged: {problem}", where=key,
+                             fix="Resume from an earlier checkpoint (checkpoints/step-N) or the run directory "
+                                 "(its newest intact one)")
         return path
-    found = CheckpointManager(path, 0).latest()
-    if found is None:
-        raise PtcliError(f"no complete checkpoint in '{resume}'", where="train.resume",
-                         fix="Point train.resume at a checkpoints/step-N folder or a run directory with checkpoints")
-    return found
+    found = CheckpointManager(path, 0).complete()
+    for candidate in reversed(found):
+        problem = damage(candidate, COMPLETE)
+        if problem is None:
+            return candidate
+        log(f"warning: checkpoint {candidate.name} is damaged ({problem}); trying the one before it")
+    if found:
+        raise PtcliError(f"every checkpoint in {path / 'checkpoints'} is damaged", where=key,
+                         fix="Start a new run (without train.resume), or restore the checkpoints from a backup")
+    if resume == "auto":
+        return None
+    raise PtcliError(f"no complete checkpoint in '{resume}'", where=key,
+                     fix="Give a checkpoints/step-N folder or a run directory with checkpoints")
 
 
 def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
     """Restore everything saved by ``CheckpointManager.save``, whichever the strategy that wrote it and the one
-    restoring it (one process, DDP or FSDP, any world size); returns the loop state. Called by every process."""
+    restoring it (one process, DDP or FSDP, any world size); returns the loop state. Called by every process.
+    Nothing is unpickled beyond plain data (``weights_only=True``; sharded metadata through ``safe_dcp``)."""
+    import pickle
+
     import torch
 
-    states = torch.load(path / "optimizer.pt", weights_only=True)
     from ptcli.models.modules import is_fsdp
+    from ptcli.training.integrity import DIGESTS
 
-    if (path / SHARDED).is_dir():
-        _load_sharded(path / SHARDED, model, optimizer)
-    elif is_fsdp(model):
-        _load_full_into_sharded(path, model, optimizer, states["optimizer"])
-    else:
-        from safetensors.torch import load_model
+    try:
+        states = torch.load(path / "optimizer.pt", weights_only=True)
+        if (path / SHARDED).is_dir():
+            _load_sharded(path / SHARDED, model, optimizer)
+        elif is_fsdp(model):
+            _load_full_into_sharded(path, model, optimizer, states["optimizer"])
+        else:
+            from safetensors.torch import load_model
 
-        load_model(model, str(path / "model.safetensors"))
-        optimizer.load_state_dict(states["optimizer"])
-    scheduler.load_state_dict(states["scheduler"])
-    scaler.load_state_dict(states["scaler"])
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return json.loads((path / COMPLETE).read_text())
+            load_model(model, str(path / "model.safetensors"))
+            optimizer.load_state_dict(states["optimizer"])
+        scheduler.load_state_dict(states["scheduler"])
+        scaler.load_state_dict(states["scaler"])
+        set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    except PtcliError:
+        raise
+    except (pickle.UnpicklingError, OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in detail or isinstance(e, pickle.UnpicklingError):  # never advise weights_only=False
+            detail = "a file holds more than plain tensors and numbers, which ptcli never unpickles"
+        raise PtcliError(f"checkpoint {path} cannot be restored: {detail[:300]}", where="train.resume",
+                         fix="Resume from another checkpoint of the same model (checkpoints/step-N), or start a new "
+                             "run; the model and optimizer must match the ones that wrote it") from None
+    state = json.loads((path / COMPLETE).read_text())
+    state.pop(DIGESTS, None)
+    return state
 
 
 def _save_sharded(model, optimizer, folder: Path) -> None:

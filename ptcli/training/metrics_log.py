@@ -10,6 +10,13 @@ from pathlib import Path
 UNITS = {"tokens": "tok", "images": "img", "seconds": "audio s"}
 
 
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -59,10 +66,27 @@ class MetricsLogger:
             print(message, file=self.stream, flush=True)
 
     def begin(self, total_steps: int | None, start_step: int) -> None:
-        """The loop starts (perhaps resumed at ``start_step``): set the bar's total and the ETA's origin."""
+        """The loop starts (perhaps resumed at ``start_step``): set the bar's total and the ETA's origin. A run
+        resumed in its own directory drops the rows the stopped run logged after its checkpoint (they are logged
+        again), so metrics.jsonl keeps one row per step."""
         self.total, self.start_step, self.start = total_steps, start_step, time.time()
+        if self.enabled and start_step > 0:
+            self._drop_after(start_step)
         if self.progress:
             self.progress.update(self.task, total=total_steps, completed=start_step)
+
+    def _drop_after(self, step: int) -> None:
+        import os
+
+        path = Path(self.file.name)
+        self.file.close()
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) is None or _step_of(line) <= step]
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
+        self.file = open(path, "a", buffering=1)
 
     def advance(self, step: int) -> None:
         """Move the progress bar every step (host-side only: nothing is read from the device)."""

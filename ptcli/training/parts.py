@@ -38,7 +38,7 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
                            dist.rank, dist.world, cfg.train.grad_accum, workers, placement.device.type == "cuda")
     checkpoints = checkpoint.CheckpointManager(run_dir, cfg.train.keep_last)
     state = LoopState()
-    found = checkpoint.find_checkpoint(cfg.train.resume, run_dir)
+    found = resume_point(cfg.train.resume, run_dir, checkpoints, dist, log.info)
     if found is not None:
         state = LoopState(**checkpoint.load(found, module, optimizer, scheduler, scaler))
         batches.load_state_dict(state.data)
@@ -64,6 +64,26 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
                   on_best=best_exporter(model, objective, setup.processors, cfg, dist, run_dir),
                   flops_per_unit=flops, peak_flops=peak)
     return parts, state
+
+
+def resume_point(resume, run_dir: Path, checkpoints, dist, log):
+    """The checkpoint to resume from (None: start fresh), chosen by rank 0 (it cleans up what a killed run left and
+    checks digests) and agreed by every process; an error is raised in every process alike."""
+    from ptcli.errors import PtcliError
+    from ptcli.training import checkpoint
+
+    answer = None
+    if dist.is_rank0:
+        try:
+            checkpoints.clean(log)
+            found = checkpoint.find_checkpoint(resume, run_dir, log)
+            answer = ("ok", str(found) if found else None)
+        except PtcliError as e:
+            answer = ("error", (e.what, e.fix, e.where))
+    kind, value = dist.gather_objects(answer)[0]
+    if kind == "error":
+        raise PtcliError(value[0], fix=value[1], where=value[2])
+    return Path(value) if value else None
 
 
 def describe(module) -> str:

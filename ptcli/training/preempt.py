@@ -1,4 +1,5 @@
-"""Preemption: SIGTERM or SIGUSR1 (Slurm sends one before the time limit with ``--signal``) asks the run to stop.
+"""Preemption: SIGTERM or SIGUSR1 (Slurm sends one before the time limit with ``--signal``), or a first Ctrl-C
+(SIGINT), asks the run to stop; a second Ctrl-C stops it at once.
 
 The handler only sets a flag. The loop checks it after every optimizer step; the processes agree (a run stops
 when any of them was signalled), write a checkpoint together and exit with ``EXIT_PREEMPTED``. Under Slurm,
@@ -13,7 +14,7 @@ import signal
 import subprocess
 import threading
 
-SIGNALS = ("SIGTERM", "SIGUSR1")
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
 
 class Preemption:
@@ -37,8 +38,16 @@ class Preemption:
         self._previous.clear()
 
     def _handle(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if name == "SIGINT":  # Ctrl-C: the first stops after this step with a checkpoint, a second stops at once
+            if self.signal_name == "SIGINT":
+                raise KeyboardInterrupt
+            import sys
+
+            print("\nptcli: Ctrl-C: stopping after this step with a checkpoint (press Ctrl-C again to stop at once, "
+                  "without one)", file=sys.stderr, flush=True)
         if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
+            self.signal_name = name
 
     @property
     def requested(self) -> bool:

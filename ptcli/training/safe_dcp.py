@@ -93,8 +93,25 @@ def load(state: dict, folder) -> None:
     """``torch.distributed.checkpoint.load`` of ``state`` from ``folder``, safely."""
     import warnings
 
+    from pathlib import Path
+
     import torch.distributed.checkpoint as dcp
 
+    metadata = Path(folder) / ".metadata"
+    if not metadata.is_file():
+        raise PtcliError(f"the sharded checkpoint in {folder} has no .metadata", fix="Resume from an earlier checkpoint")
+    with open(metadata, "rb") as stream:  # checked here first: torch.distributed.checkpoint would hide our error
+        load_metadata(stream, metadata)
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.filterwarnings("ignore", message=".*load in a single process.*")
-        dcp.load(state, storage_reader=safe_reader(folder), planner=safe_planner())
+        try:
+            dcp.load(state, storage_reader=safe_reader(folder), planner=safe_planner())
+        except dcp.api.CheckpointException as e:  # each rank's error, wrapped: ours is one of them
+            failures = [f[0] if isinstance(f, tuple) else f for f in (getattr(e, "failures", {}) or {}).values()]
+            ours = next((f for f in failures if isinstance(f, PtcliError)), None)
+            if ours is not None:
+                raise ours from None
+            first = failures[0] if failures else e
+            raise PtcliError(f"the sharded checkpoint in {folder} cannot be read: {type(first).__name__}: "
+                             f"{str(first).strip().splitlines()[0] if str(first).strip() else ''}",
+                             fix="Resume from an earlier checkpoint, or the run's model/ folder") from None

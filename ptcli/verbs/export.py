@@ -10,18 +10,18 @@ from ptcli.errors import PtcliError
 from ptcli.processing.loading import RUN_FOLDERS
 
 
-def export_checkpoint(source: str, out: str, log=print) -> Path:
+def export_checkpoint(source: str, out: str, log=print, force: bool = False) -> Path:
     """Rebuild the model from the checkpoint's ``model_config/``, load its weights, add the run's tokenizer and
-    write ``out`` (atomically). ``source``: a ``checkpoints/step-N`` folder or a run directory (its newest)."""
+    write ``out`` (atomically). ``source``: a ``checkpoints/step-N`` folder or a run directory (its newest intact
+    one). An existing non-empty ``out`` is replaced only with ``force``; never a folder that holds the checkpoint or
+    the current directory."""
     from ptcli.training import checkpoint
 
     if not Path(source).exists():
         raise PtcliError(f"'{source}' does not exist", fix="Give a run directory or one of its checkpoints/step-N")
     path = Path(source)
-    found = path if (path / checkpoint.COMPLETE).is_file() else checkpoint.CheckpointManager(path, 0).latest()
-    if found is None:
-        raise PtcliError(f"no complete checkpoint in '{source}'",
-                         fix="Give a run directory with checkpoints/ or one of its checkpoints/step-N folders")
+    found = checkpoint.find_checkpoint(str(path), path, log, key="ptcli export")
+    check_target(Path(out), found, force)
     run_dir = found.parent.parent
     config_dir = found / checkpoint.MODEL_CONFIG
     if not (config_dir / "config.json").is_file() and not (config_dir / "members.json").is_file():
@@ -65,6 +65,21 @@ def export_checkpoint(source: str, out: str, log=print) -> Path:
         written = save_folder(export_model_of(model).eval(), processors, Path(out))
     log(f"exported {found} to {written}")
     return written
+
+
+def check_target(out: Path, checkpoint_dir: Path, force: bool) -> None:
+    """Refuse a target whose files would be lost: a non-empty folder (or a file) unless ``force``; and, always, a
+    folder that contains the checkpoint or the current directory (``..``, ``.``, the run directory)."""
+    target, here = out.expanduser().resolve(), Path.cwd().resolve()
+    for inside, what in ((checkpoint_dir.resolve(), "the checkpoint"), (here, "the current directory")):
+        if inside == target or target in inside.parents:
+            raise PtcliError(f"'{out}' holds {what}: exporting there would replace it", where="ptcli export",
+                             fix="Name a new folder for the model, e.g. ptcli export <checkpoint> my-model")
+    if target.is_file():
+        raise PtcliError(f"'{out}' is a file", fix="Name a folder for the model")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise PtcliError(f"'{out}' exists and is not empty; ptcli export does not replace a folder's files unless "
+                         "asked", fix="Name a new folder, or add --force to replace that folder's contents")
 
 
 def _from_config(folder: Path):

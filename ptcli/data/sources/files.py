@@ -51,12 +51,29 @@ class FileSource(Source):
             return ["dataset.files lists no files (set dataset.files=[path, ...])"]
         problems = []
         if check_files:
+            joined = comma_names(self.files)
+            if joined:
+                return [f"dataset.files: the file '{joined}' has a comma in its name, which splits a list in Hydra's "
+                        f"grammar; quote it: \"dataset.files=['{joined}']\""]
             for pattern in self.files:
                 try:
                     records.expand(str(pattern), "dataset.files", self.suffixes)
                 except PtcliError as e:
                     problems.append(e.message().removeprefix("ptcli: error: "))
         return problems
+
+
+def comma_names(patterns: list) -> str | None:
+    """A file that exists when neighbouring list items are joined with commas (the list split its name), else None."""
+    import os
+
+    items = [str(p) for p in patterns]
+    for start in range(len(items)):
+        for end in range(start + 2, len(items) + 1):
+            name = ",".join(items[start:end])
+            if not os.path.exists(items[start]) and os.path.exists(os.path.expanduser(name)):
+                return name
+    return None
 
 
 @dataclass(eq=False)
@@ -66,9 +83,10 @@ class TextFiles(FileSource):
     document: Literal["file", "line", "paragraph"] = "file"
     format = "text"
     suffixes = (".txt",)
+    exact = False  # evaluation sets it: a whole-file document keeps its final newline (every byte given counts)
 
     def read_options(self) -> dict:
-        return super().read_options() | {"document": self.document}
+        return super().read_options() | {"document": self.document} | ({"exact": True} if self.exact else {})
 
 
 @dataclass(eq=False)
