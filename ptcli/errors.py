@@ -32,7 +32,8 @@ class PtcliError(Exception):
             text += f" ({self.where})"
         text = text.rstrip(".") + "."
         if self.fix:
-            text += f" {self.fix.rstrip('.')}."
+            fix = self.fix.rstrip(".")
+            text += f" {fix[:1].upper()}{fix[1:]}."
         return text
 
 

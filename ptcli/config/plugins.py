@@ -100,7 +100,17 @@ def _import(target: str, section: str):
     except (ImportError, AttributeError) as e:
         raise PtcliError(f"{section}._target_ '{target}' cannot be imported: {e}",
                          fix="Check the name, and that its package is installed or on PYTHONPATH") from None
+    base = _BASES.get(section)
+    if not inspect.isclass(cls):
+        raise _refused(target, section, "is not a class",
+                       fix=f"Name a class that builds the {section}" + (f" (a subclass of {base})" if base else ""))
+    if base and getattr(cls, "ptcli_kind", None) != section:
+        raise _refused(target, section, f"does not derive from {base}",
+                       fix=f"Derive the class from {base} (docs/architecture.md says how)")
     return cls
+
+
+_BASES = {"objective": "ptcli.objectives.base.Objective", "dataset": "ptcli.data.sources.base.Source"}
 
 
 def _refused(target, section: str, why: str, fix: str | None = None) -> PtcliError:

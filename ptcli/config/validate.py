@@ -117,8 +117,22 @@ def check_plugin(node: Any, section: str, problems: list[str], named=frozenset()
     if declared is not None:
         for name, f in declared.items():
             node.setdefault(name, plugins.default_of(f))
+        before = len(problems)
         check_node(node, fields_of(cls), section + ".", problems, {})
+        if len(problems) == before and cls.__module__.startswith("ptcli."):
+            problems += _construction_problems(cls, {k: node[k] for k in declared if node.get(k) != MISSING})
     return cls
+
+
+def _construction_problems(cls, settings: dict) -> list[str]:
+    """What a ptcli class's own checks of its settings (its ``__post_init__``, cheap and torch-free) refuse."""
+    try:
+        cls(**settings)
+    except PtcliError as e:
+        return [e.message().removeprefix("ptcli: error: ")]
+    except Exception:  # anything else is the run's to report, with its context
+        return []
+    return []
 
 
 def check_value(value: Any, tp: Any, key: str, problems: list[str], classes: dict) -> None:

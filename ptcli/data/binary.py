@@ -35,5 +35,5 @@ def sniff(head: bytes) -> tuple[str, str] | None:
     if b"\x00" in head[:4096] and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "binary data (it holds NUL bytes, which text never does)", "give a UTF-8 text file"
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "UTF-16 text", "convert it to UTF-8 (iconv -f utf-16 -t utf-8)"
+        return "UTF-16 encoded", "convert it to UTF-8 (iconv -f utf-16 -t utf-8)"
     return None

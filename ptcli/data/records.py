@@ -114,7 +114,7 @@ def decoded(path: Path, encoding_errors: str = "fail", log: Callable[[str], None
             final = not chunk
             binary = sniff(chunk) if offset == 0 else None
             if binary:  # not text at all: say what it is rather than suggest a re-encoding
-                raise PtcliError(f"the file is {binary[0]}, not text", where=str(path), fix=binary[1])
+                raise PtcliError(f"the file is {binary[0]}, not UTF-8 text", where=str(path), fix=binary[1])
             # Decode ourselves from a fresh decoder fed pending + chunk, so an error's position maps to a file
             # offset (data[0] sits at `start`) and skip mode can resume right after the bad bytes.
             pending = decoder.getstate()[0]
@@ -332,7 +332,7 @@ def text_field(record: dict, name: str, key: str, where: str) -> str:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):  # CoNLL tokens: one line of text
         return " ".join(value)
     if not isinstance(value, str):
-        raise PtcliError(f"column '{name}' holds a {type(value).__name__}, not text", where=where,
+        raise PtcliError(f"column '{name}' holds {_kind(value)}, not text", where=where,
                          fix=f"point {key} at a column of strings")
     return value
 
@@ -354,3 +354,12 @@ def read_by_suffix(paths: list[Path], options: dict, log, fmt: str | None = None
 
 def json_dumps(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _kind(value) -> str:
+    """'a number', 'a list', ... for a JSON value in a message."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return {list: "a list", dict: "an object"}.get(type(value), f"a {type(value).__name__}")

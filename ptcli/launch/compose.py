@@ -152,17 +152,32 @@ def complete_overrides(verb: str, args: list[str], config_dirs=()) -> list[str]:
                   and a.split("=", 1)[0] not in groups]
     if not candidates:
         return list(args)
+    first = first_sweep_point(selections)
     try:
-        base = _compose(verb, first_sweep_point(selections), config_dirs, False)
+        base = _compose(verb, first, config_dirs, False)
+        # a multirun first composes without its swept groups (Hydra skips them), so a key that only the swept
+        # options have (dataset=jsonl,csv dataset.files=[...]) must be added there too
+        unswept = _compose(verb, [a for a in selections if a in first], config_dirs, False) if first != selections \
+            else base
     except Exception:  # Hydra says what is wrong when the whole command line is composed
         return list(args)
     named = plugins.targets_on_command_line(args)
     out = []
     for arg in args:
-        if arg in candidates and _settable(verb, base, arg.split("=", 1)[0], named):
+        key = arg.split("=", 1)[0]
+        if arg in candidates and (_settable(verb, base, key, named)
+                                  or (unswept is not base and _missing(unswept, key) and not _missing(base, key))):
             arg = "++" + arg
         out.append(arg)
     return out
+
+
+def _missing(cfg, key: str) -> bool:
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return not (node is not None and OmegaConf.is_dict(node) and leaf in node.keys())
 
 
 def _settable(verb: str, cfg, key: str, named) -> bool:

@@ -34,7 +34,7 @@ class SequenceClassification(LabelledObjective):
     def __post_init__(self):
         if self.num_labels is not None and self.num_labels < 1:
             raise PtcliError(f"objective.num_labels must be at least 1, got {self.num_labels}",
-                             fix="use objective.num_labels=1 for regression, >= 2 for classes, or null to discover")
+                             fix="Use objective.num_labels=1 for regression, >= 2 for classes, or null to discover")
         self.labels: LabelMap | None = None
 
     @property

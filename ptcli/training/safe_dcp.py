@@ -92,14 +92,14 @@ def safe_planner():
 def load(state: dict, folder) -> None:
     """``torch.distributed.checkpoint.load`` of ``state`` from ``folder``, safely."""
     import warnings
-
     from pathlib import Path
 
     import torch.distributed.checkpoint as dcp
 
     metadata = Path(folder) / ".metadata"
     if not metadata.is_file():
-        raise PtcliError(f"the sharded checkpoint in {folder} has no .metadata", fix="Resume from an earlier checkpoint")
+        raise PtcliError(f"the sharded checkpoint in {folder} has no .metadata",
+                         fix="Resume from an earlier checkpoint")
     with open(metadata, "rb") as stream:  # checked here first: torch.distributed.checkpoint would hide our error
         load_metadata(stream, metadata)
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is

@@ -71,7 +71,7 @@ def evaluate(cfg, kind: str, named: bool, log, stderr) -> tuple[dict, str]:
     wanted = objective.inference
     if wanted in KIND_CLASSES and kind != wanted:
         raise PtcliError(f"objective {name} needs a {wanted} model, but the model at '{cfg.model.path}' is "
-                         f"{'a ' + kind if kind != 'other' else 'neither'}",
+                         f"{'a ' + kind + ' model' if kind != 'other' else 'neither'}",
                          fix="Choose the matching objective (objective=clm for decoders, objective=mlm for encoders)")
     if cfg.batch_size < 1:
         raise PtcliError(f"batch_size must be at least 1, got {cfg.batch_size}", fix="Set batch_size=8")

@@ -77,7 +77,7 @@ def test_config_prints_resolved_yaml_with_overrides_and_every_default():
     (["train.batch_size=30", "train.grad_accum=4"], "must be divisible by train.grad_accum"),
     (["dataset.seq_len=1024"], "exceeds the model's maximum positions (256)"),
     (["model=gpt2-tiny", "objective=mlm"], "objective mlm needs an encoder"),
-    (["key=[1,2"], "cannot parse override"),
+    (["key=[1,2"], "cannot read the override"),
     (["device.timeout_s=0"], "device.timeout_s must be at least 1 second"),
 ])
 def test_config_errors_are_one_screen_with_exit_2(args, message):

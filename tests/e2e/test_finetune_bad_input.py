@@ -25,7 +25,7 @@ def write_csv(path, rows, header="text,label"):
 def test_missing_label_column_names_the_columns(tmp_path):
     write_csv(tmp_path / "train.csv", sentiment_rows(20))
     proc = run_cli("finetune", *FAST, "dataset.files=[train.csv]", "dataset.label_column=labels", cwd=tmp_path)
-    one_screen_error(proc, "column 'labels'", "the columns are: text, label", "did you mean dataset.label_column=label",
+    one_screen_error(proc, "column 'labels'", "the columns are: text, label", "Did you mean dataset.label_column=label",
                      "train.csv:2")
 
 

@@ -33,7 +33,7 @@ def test_tag_schemes_are_recognised(names, declared, scheme):
 
 @pytest.mark.parametrize(("names", "declared", "needle"), [
     (["PER", "LOC", "O"], "auto", "objective.tag_scheme=IO"),
-    (["B-PER", "LOC", "O"], "auto", "give every tag but O a prefix"),
+    (["B-PER", "LOC", "O"], "auto", "Give every tag but O a prefix"),
     (["B-PER", "O"], "IO", "carry B-/I- style prefixes"),
     (["B-X", "U-X", "O"], "IOB", "(BILOU)"),
 ])

@@ -41,13 +41,25 @@ def test_anything_else_is_refused(target, section):
 
 
 def test_user_classes_need_the_users_word(monkeypatch):
+    mine = "tests.plugins.objectives.LowerIsBetter"
     with pytest.raises(PtcliError) as refused:
-        plugins.resolve("collections.OrderedDict", "objective")
-    assert "objective._target_=collections.OrderedDict" in refused.value.message()
-    assert "PTCLI_ALLOW_TARGETS=collections" in refused.value.message()
-    assert plugins.resolve("collections.OrderedDict", "objective", named={"collections.OrderedDict"}) is not None
-    monkeypatch.setenv("PTCLI_ALLOW_TARGETS", "collections")
-    assert plugins.resolve("collections.OrderedDict", "objective", load_user=False) == "collections.OrderedDict"
+        plugins.resolve(mine, "objective")
+    assert f"objective._target_={mine}" in refused.value.message()
+    assert "PTCLI_ALLOW_TARGETS=tests" in refused.value.message()
+    assert plugins.resolve(mine, "objective", named={mine}).__name__ == "LowerIsBetter"
+    monkeypatch.setenv("PTCLI_ALLOW_TARGETS", "tests.plugins")
+    assert plugins.resolve(mine, "objective", load_user=False) == mine
+    assert plugins.resolve(mine, "objective").__name__ == "LowerIsBetter"
+
+
+def test_what_the_user_names_must_be_a_class_of_the_section():
+    with pytest.raises(PtcliError, match="'os.system' is not a class"):  # a function: never called
+        plugins.resolve("os.system", "objective", named={"os.system"})
+    with pytest.raises(PtcliError, match="does not derive from ptcli.objectives.base.Objective"):
+        plugins.resolve("collections.OrderedDict", "objective", named={"collections.OrderedDict"})
+    with pytest.raises(PtcliError, match="does not derive from ptcli.data.sources.base.Source"):
+        plugins.resolve("tests.plugins.objectives.LowerIsBetter", "dataset",
+                        named={"tests.plugins.objectives.LowerIsBetter"})
 
 
 def test_build_refuses_what_resolve_refuses():
@@ -73,6 +85,9 @@ def test_declared_settings_are_filled_in_and_checked():
         validate("pretrain", compose("pretrain", ["objective=mlm", "objective.mask_prob=lots"]))
     with pytest.raises(PtcliError, match=r"unknown key 'objective.mask_prb' \(did you mean 'objective.mask_prob'\?\)"):
         compose("pretrain", ["objective=mlm", "objective.mask_prb=0.3"])
+    # the class's own range checks run at pre-flight too, not only when the run builds it
+    with pytest.raises(PtcliError, match=r"objective.mask_prob must be in \(0, 1\)"):
+        validate("pretrain", compose("pretrain", ["objective=mlm", "objective.mask_prob=1.5"]))
 
 
 def test_an_optimizer_is_a_yaml_file():

@@ -104,12 +104,12 @@ def test_jsonl_missing_column_lists_keys_and_suggests(tmp_path):
     f = write(tmp_path / "d.jsonl", '{"txt": "a", "id": 1}\n')
     message = error(read_documents, cfg("jsonl", [f]))
     assert "column 'text' (dataset.text_column) is missing" in message and "txt, id" in message and f"{f}:1" in message
-    assert "did you mean dataset.text_column=txt" in message
+    assert "Did you mean dataset.text_column=txt" in message
 
 
 def test_jsonl_non_string_value_is_an_error(tmp_path):
     f = write(tmp_path / "d.jsonl", '{"text": 5}\n')
-    assert "holds a int" in error(read_documents, cfg("jsonl", [f]))
+    assert "holds a number (5), not text" in error(read_documents, cfg("jsonl", [f]))
 
 
 def test_csv_and_tsv_with_quoted_multiline_and_huge_fields(tmp_path):
@@ -123,7 +123,7 @@ def test_csv_and_tsv_with_quoted_multiline_and_huge_fields(tmp_path):
 def test_csv_missing_column_lists_columns_and_suggests(tmp_path):
     c = write(tmp_path / "a.csv", "label,sentence\n1,hi\n")
     message = error(read_documents, cfg("csv", [c], text_column="sentense"))
-    assert "label, sentence" in message and "did you mean dataset.text_column=sentence" in message
+    assert "label, sentence" in message and "Did you mean dataset.text_column=sentence" in message
 
 
 def test_globs_and_directories_expand_sorted(tmp_path, monkeypatch):
@@ -143,7 +143,7 @@ def test_missing_file_suggests_close_name_and_names_the_key(tmp_path, monkeypatc
     write(tmp_path / "corpus.txt", "x")
     message = error(resolve_files, ["corpsu.txt"], key="dataset.val_files")
     assert "dataset.val_files: 'corpsu.txt' does not exist" in message
-    assert "did you mean 'corpus.txt'" in message
+    assert "Did you mean 'corpus.txt'" in message
     assert "matches no files" in error(resolve_files, ["nothing/*.txt"])
 
 
