@@ -151,10 +151,10 @@ class LabelledObjective(Objective):
         if ctx.split == "val" and source.has_split("val"):
             rows, where = list(source.records("val", ctx.log)), "dataset.val_files"
         elif ctx.split == "train":
-            rows, where = list(source.records("train", ctx.log)), "all of dataset.files"
+            rows, where = list(source.records("train", ctx.log)), f"all of {source.describe('train')}"
         else:
             _, rows = carve_split(list(source.records("train", ctx.log)), source.val_fraction)
-            where = f"the held-out dataset.val_fraction={source.val_fraction} of dataset.files"
+            where = f"the held-out dataset.val_fraction={source.val_fraction:g} of {source.describe('train')}"
         if not rows:
             raise PtcliError("no evaluation rows", where=where,
                              fix="set dataset.val_files=[...] or a dataset.val_fraction above 0")

@@ -80,7 +80,7 @@ def evaluate(cfg, kind: str, named: bool, log, stderr) -> tuple[dict, str]:
     source = build(cfg.dataset, "dataset")
     split = evaluate_config.split_plan(source, named)
     ctx = Context(cfg, source, cache_dir(cfg), Dist(), log, split=split)
-    described = evaluate_config.describe(source, split)
+    described = evaluate_config.describe(source, split, objective.unit)
     log(f"data: {described}")
     data = objective.setup_evaluation(ctx, loaded)
     evaluator = objective.evaluator()

@@ -76,9 +76,10 @@ def split_plan(source, named: bool) -> str:
     return "heldout"
 
 
-def describe(source, plan: str) -> str:
-    """Where the evaluation data comes from, in words."""
+def describe(source, plan: str, unit: str = "tokens") -> str:
+    """Where the evaluation data comes from, in words (with dataset.seq_len when the objective counts tokens)."""
     where = source.describe("val" if plan == "val" else "train")
     if plan == "heldout":
-        return f"{where}: the held-out last {source.val_fraction:g} of it (dataset.seq_len={source.seq_len})"
+        length = f", dataset.seq_len={source.seq_len}" if unit == "tokens" else ""
+        return f"{where}: the part training held out (dataset.val_fraction={source.val_fraction:g}{length})"
     return f"{where} ({'the validation split' if plan == 'val' else 'all of it'})"

@@ -115,7 +115,7 @@ def test_masked_lm_metrics_are_fixed_by_the_seed_not_the_batch(models, text_file
     assert partial["partial"] is True and partial["masked_tokens"] < one["masked_tokens"]
     run = make_run_dir(tmp_path, models, text_file, objective="mlm")  # the held-out blocks of an MLM run
     held_out, err = evaluate(tmp_path, f"model.path={run}")
-    assert "objective: the run's" in err and "held-out last 0.25" in held_out["data"]
+    assert "objective: the run's" in err and "held out (dataset.val_fraction=0.25" in held_out["data"]
     assert 0 < held_out["masked_tokens"] < one["masked_tokens"]
 
 
@@ -141,7 +141,7 @@ def test_run_directory_brings_its_objective_and_held_out_data(models, text_file,
     run = make_run_dir(tmp_path, models, text_file)
     metrics, err = evaluate(tmp_path, f"model.path={run}", "output=json")
     assert "objective: the run's" in err and "dataset: the run's (config.yaml)" in err
-    assert "held-out last 0.25 of it (dataset.seq_len=16)" in metrics["data"]
+    assert "the part training held out (dataset.val_fraction=0.25, dataset.seq_len=16)" in metrics["data"]
     # independently: the document + end-of-text cut into blocks of 16, the last quarter of them
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     stream = tokenizer(text_file.read_text().rstrip("\n"))["input_ids"] + [tokenizer.eos_token_id]
