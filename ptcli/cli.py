@@ -17,6 +17,7 @@ VERB_HELP = {
     "finetune": "Fine-tune a pretrained model on labelled data (same loop as pretrain).",
     "generate": "Generate text from a trained model; completions to stdout, logs to stderr.",
     "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
+    "predict": "Label images or texts with a trained classifier; one JSON line per input to stdout.",
     "tokenizer": "Train a tokenizer alone on the dataset's text (BPE or WordPiece) and save it.",
 }
 EXAMPLES = {
@@ -34,6 +35,8 @@ EXAMPLES = {
                  "cat prompts.txt | ptcli generate model.path=outputs/pretrain/latest > out.jsonl"],
     "evaluate": ["ptcli evaluate model.path=outputs/pretrain/latest",
                  "ptcli evaluate model.path=outputs/finetune/latest output=json"],
+    "predict": ["ls photos/*.jpg | ptcli predict model.path=outputs/finetune/latest > labels.jsonl",
+                "ptcli predict model.path=outputs/finetune/latest input='a gripping, funny film' top_k=2"],
     "tokenizer": ["ptcli tokenizer dataset=text dataset.files=[corpus.txt] tokenizer.vocab_size=8000",
                   "ptcli pretrain tokenizer.path=outputs/tokenizer/latest/tokenizer"],
 }
@@ -103,7 +106,7 @@ for _verb in paths.VERBS:
 @app.command("config", context_settings=PASS_THROUGH, short_help="Print a verb's composed, resolved config as YAML.")
 def config_command(
     ctx: typer.Context,
-    verb: str = typer.Argument(..., help="pretrain, finetune, generate, evaluate or tokenizer"),
+    verb: str = typer.Argument(..., help="pretrain, finetune, generate, evaluate, predict or tokenizer"),
     config_dir: Optional[List[Path]] = typer.Option(None, "--config-dir", metavar="DIR",
                                                     help="Extra folder of config groups."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),

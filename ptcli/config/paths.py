@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-VERBS = ("pretrain", "finetune", "generate", "evaluate", "tokenizer")
+VERBS = ("pretrain", "finetune", "generate", "evaluate", "predict", "tokenizer")
 
 
 def packaged_config_dir() -> Path:

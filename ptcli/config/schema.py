@@ -174,6 +174,20 @@ class GenerateVerbConfig:
 
 
 @dataclass
+class PredictVerbConfig:
+    """``predict``: image paths or texts in, a classifier's labels out (one JSON line each, or a table)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    input: Any = None  # one input (an image path or a text) or a list of them
+    inputs_file: Optional[str] = None  # .txt (one input per line) or .jsonl ("input" + fields carried through)
+    top_k: int = 5  # labels per input, best first
+    batch_size: int = 32  # inputs per forward pass
+    output: Literal["auto", "table", "jsonl"] = "auto"  # auto: a table on a terminal, JSON Lines otherwise
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
 class EvaluateVerbConfig:
     """``evaluate``: a model's metrics on a dataset (a run directory brings its own objective and data)."""
 
@@ -203,5 +217,6 @@ VERB_SCHEMAS: dict[str, type] = {
     "finetune": TrainVerbConfig,
     "generate": GenerateVerbConfig,
     "evaluate": EvaluateVerbConfig,
+    "predict": PredictVerbConfig,
     "tokenizer": TokenizerVerbConfig,
 }

@@ -208,7 +208,7 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
     loaded = None
     if model is not None:
         loaded = read_model_config(model["path"]) if model.get("path") else None
-        problems += _model_problems(model, loaded, check_files)
+        problems += _model_problems(model, loaded, check_files, verb)
     # evaluate on a run directory takes the run's own dataset and objective (the composed ones are placeholders)
     from_run = verb == "evaluate" and model is not None and os.path.isfile(
         os.path.join(os.path.expanduser(str(model.get("path"))), "config.yaml"))
@@ -219,6 +219,8 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
         problems += objective_cls.config_problems(cfg, loaded)
     if "train" in cfg:
         problems += _train_problems(cfg, objective_cls)
+    if verb == "predict":
+        problems += _predict_problems(cfg, loaded)
     if cfg.get("optim") is not None:
         lr = cfg["optim"].get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr < 0:
@@ -235,8 +237,11 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
     return problems
 
 
-def _model_problems(model: dict, loaded: dict | None, check_files: bool) -> list[str]:
+def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: str = "pretrain") -> list[str]:
     problems = []
+    if verb in USES_A_TRAINED_MODEL and not model.get("path"):
+        return [f"model.path is required: {verb} uses a trained model (set model.path=<a run directory, a model "
+                "folder or a Hub name>)"]
     if "trust_remote_code" in (model.get("extra") or {}):
         problems.append("model.extra.trust_remote_code is not honoured: a model folder's Python code runs only with "
                         "model.trust_remote_code=true typed on the command line")
@@ -262,6 +267,20 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool) -> list
                 problems.append(f"model.{key} is required when model.path is not set")
         if model.get("heads") and model.get("hidden") and model["hidden"] % model["heads"]:
             problems.append(f"model.hidden ({model['hidden']}) must be divisible by model.heads ({model['heads']})")
+    return problems
+
+
+USES_A_TRAINED_MODEL = ("generate", "evaluate", "predict")
+
+
+def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:
+    problems = [f"{key} must be at least 1, got {cfg[key]}" for key in ("top_k", "batch_size") if cfg[key] < 1]
+    archs = (loaded or {}).get("architectures") or []
+    if loaded is not None and not any(a.endswith(("ForImageClassification", "ForSequenceClassification"))
+                                      for a in archs):
+        shown = archs[0] if archs else loaded.get("model_type", "unknown")
+        problems.append(f"predict labels inputs with a classifier, but model.path holds a {shown}; use "
+                        "`ptcli generate` for language models, or give an image or text classifier")
     return problems
 
 

@@ -93,6 +93,10 @@ def detect_kind(config, run_cfg: dict | None = None) -> str:
         raise PtcliError("the model is a fine-tuned classifier, which does not generate text",
                          fix="Use `ptcli evaluate` for fine-tuned classifiers; generate needs a causal LM, a "
                              "seq2seq model or a masked LM")
+    if kind == "contrastive" or getattr(config, "model_type", None) == "vision-text-dual-encoder":
+        raise PtcliError("the model is an image-text dual encoder (objective=contrastive), which does not generate "
+                         "text", fix="Use `ptcli evaluate` on it (zero-shot accuracy, recall@k), or transformers' "
+                                     "zero-shot-image-classification pipeline")
     if kind:
         return kind
     if getattr(config, "is_encoder_decoder", False):
@@ -142,6 +146,17 @@ def load_tokenizer_for(path: str, kind: str, log, tokenizer=None):
     return tokenizer
 
 
+def input_embeddings(model):
+    """The token embeddings the tokenizer indexes: the model's own, or its text tower's (a dual encoder has no
+    single input embedding); None when it has none."""
+    for module in (model, getattr(model, "text_model", None)):
+        try:
+            return module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+        except NotImplementedError:
+            continue
+    return None
+
+
 def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, auto_class: str | None = None) -> Loaded:
     """Model (with the head its kind needs, or ``auto_class``), processors and placement, in eval mode on the chosen
     device."""
@@ -172,7 +187,7 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
                          fix="Set kind=causal, seq2seq or fill-mask to match the model") from None
     model.to(placement.device).eval()
     tokenizer = processors.tokenizer
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    embeddings = input_embeddings(model)
     if tokenizer is not None and embeddings is not None and len(tokenizer) > embeddings.num_embeddings:
         raise PtcliError(f"the tokenizer at '{path}' has {len(tokenizer)} tokens but the model has only "
                          f"{embeddings.num_embeddings} embeddings: they were not saved together",

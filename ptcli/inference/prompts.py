@@ -32,15 +32,16 @@ class BadPrompt:
     message: str
 
 
-def choose_source(prompt, prompts_file, stdin) -> str:
+def choose_source(prompt, prompts_file, stdin, names=("prompt", "prompts_file")) -> str:
     """'prompt', 'file', 'stdin' (a pipe or file) or 'interactive' (a terminal and nothing else given)."""
+    one, many = names
     if prompt is not None and prompts_file:
-        raise PtcliError("both prompt and prompts_file are set", fix="Give one of them")
+        raise PtcliError(f"both {one} and {many} are set", fix="Give one of them")
     if prompt is not None:
         return "prompt"
     if prompts_file:
         if prompts_file != "-" and not os.path.isfile(prompts_file):
-            raise PtcliError(f"prompts_file '{prompts_file}' does not exist", where=os.getcwd(),
+            raise PtcliError(f"{many} '{prompts_file}' does not exist", where=os.getcwd(),
                              fix="Check the path (relative to the current folder); .txt or .jsonl")
         return "file" if prompts_file != "-" else "stdin"
     return "interactive" if stdin.isatty() else "stdin"
@@ -49,8 +50,10 @@ def choose_source(prompt, prompts_file, stdin) -> str:
 class PromptReader:
     """Iterate prompts (and bad ones) from the chosen source; ``skipped`` counts empty prompts passed over."""
 
-    def __init__(self, source: str, prompt=None, prompts_file: str | None = None, stdin=None, stderr=None):
+    def __init__(self, source: str, prompt=None, prompts_file: str | None = None, stdin=None, stderr=None,
+                 key: str = "prompt", verb: str = "generate", what: str = "a prompt"):
         self.source, self.prompt, self.prompts_file = source, prompt, prompts_file
+        self.key, self.verb, self.what = key, verb, what  # the .jsonl field read; the banner's verb and noun
         self.stdin, self.stderr = stdin, stderr
         self.skipped: list[str] = []
         self._count = 0
@@ -136,10 +139,10 @@ class PromptReader:
             if not isinstance(record, dict):
                 yield BadPrompt(where, f"the line holds a JSON {type(record).__name__}, not an object")
                 continue
-            text = record.pop("prompt", None)
+            text = record.pop(self.key, None)
             if not isinstance(text, str):
-                found = "no \"prompt\" field" if text is None else f"\"prompt\" is a {type(text).__name__}"
-                yield BadPrompt(where, f"{found}; each line needs a \"prompt\" string")
+                found = f"no \"{self.key}\" field" if text is None else f"\"{self.key}\" is a {type(text).__name__}"
+                yield BadPrompt(where, f"{found}; each line needs a \"{self.key}\" string")
                 continue
             if text.strip():
                 yield self._new(text, where, record)
@@ -148,7 +151,7 @@ class PromptReader:
 
     def _interactive(self) -> Iterator[Prompt]:
         """A prompt loop on the terminal: the prompt marker goes to stderr, Ctrl-D (end of input) quits."""
-        print("ptcli generate: type a prompt and press Enter; Ctrl-D quits.", file=self.stderr, flush=True)
+        print(f"ptcli {self.verb}: type {self.what} and press Enter; Ctrl-D quits.", file=self.stderr, flush=True)
         number = 0
         while True:
             print("> ", end="", file=self.stderr, flush=True)

@@ -23,30 +23,34 @@ RUNNERS: dict[str, str] = {
     "finetune": "ptcli.verbs.train:run",
     "generate": "ptcli.verbs.generate:run",
     "evaluate": "ptcli.verbs.evaluate:run",
+    "predict": "ptcli.verbs.predict:run",
     "tokenizer": "ptcli.verbs.tokenizer:run",
 }
 
 
 def prepare_args(verb: str, args: list[str], config_dirs=()) -> list[str]:
     """ptcli's reading of the overrides: ``+group=option`` accepted for groups in the defaults list,
-    ``generate``'s ``prompt=`` taken as literal text (Hydra's grammar would split it at commas), and a declared
-    setting that the YAML files leave at its default set with ``++`` (Hydra's add-or-set)."""
+    ``generate``'s ``prompt=`` (``predict``'s ``input=``) taken as literal text (Hydra's grammar would split it at
+    commas), and a declared setting that the YAML files leave at its default set with ``++`` (Hydra's add-or-set)."""
     args = normalise(list(args), paths.defaults_groups(verb))
-    if verb == "generate":
-        args = [quote_prompt(a) for a in args]
+    if verb in LITERAL:
+        args = [quote_prompt(a, LITERAL[verb]) for a in args]
     plugins.allow_command_line(args)
     return complete_overrides(verb, args, config_dirs)
 
 
-def quote_prompt(arg: str) -> str:
+LITERAL = {"generate": "prompt", "predict": "input"}  # the key each verb takes as literal text
+
+
+def quote_prompt(arg: str, name: str = "prompt") -> str:
     """``prompt=Hello, I'm a model,`` -> ``prompt='Hello, I\'m a model,'``; quoted values and lists pass."""
     key, sep, value = arg.partition("=")
-    if key != "prompt" or not sep or value[:1] in ("'", '"', "[") or value == "null":
+    if key != name or not sep or value[:1] in ("'", '"', "[") or value == "null":
         return arg
     # Hydra unescapes backslashes only before a quote or the closing quote: escape exactly those.
     value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
     value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)
-    return f"prompt='{value}'"
+    return f"{name}='{value}'"
 
 
 def preflight(verb: str, args: list[str], config_dirs=()) -> dict:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ptcli.config.paths import resolve_model_dir
 from ptcli.errors import PtcliError
+from ptcli.models.convert import load_converted
 from ptcli.models.families import size_keys
 
 
@@ -34,14 +35,17 @@ def hf_config_kwargs(model_cfg, vocab_size: int | None, tokenizer=None) -> dict:
 
 def build_model(model_cfg, auto_class: str, tokenizer=None, log=None, **head_kwargs):
     """A model of the objective's ``auto_class`` (``AutoModelForCausalLM``, ...): from ``model.path`` if set, else
-    random init from the sizes. ``tokenizer`` None: a model without token embeddings (vision, speech)."""
+    random init from the sizes (a masked autoencoder at ``model.path`` becomes a ViT classifier: ``models.convert``).
+    ``tokenizer`` None: a model without token embeddings (vision, speech)."""
     import transformers
 
     auto = getattr(transformers, auto_class)
     if model_cfg.path:
         head_kwargs |= pretrained_overrides(model_cfg, head_kwargs, log or print)
-        model = load_pretrained(auto, model_cfg.path, log=log, trust_remote_code=bool(model_cfg.trust_remote_code),
-                                **head_kwargs)
+        model = load_converted(auto_class, model_cfg.path, log, **head_kwargs)  # a family transformers cannot map
+        if model is None:
+            model = load_pretrained(auto, model_cfg.path, log=log,
+                                    trust_remote_code=bool(model_cfg.trust_remote_code), **head_kwargs)
         if tokenizer is not None:
             check_vocab(len(tokenizer), model.get_input_embeddings().num_embeddings, "the model at model.path")
         return model

@@ -10,9 +10,10 @@ and owns what it trains. A training run calls ``setup(ctx)``, which runs the ste
 4. ``build_helpers(ctx, processors)``  frozen models it uses (a teacher): placed on the device, in the run's precision,
    sharded or replicated with the model, never checkpointed; the loop puts them in ``self.helpers``.
 
-Then, every step: ``collate(examples, generator)`` in DataLoader workers, ``units(batch)`` for throughput, ``loss(model,
-batch)`` -> ``LossOutput``. Validation: ``evaluator()``. At the end: ``export(model, processors, folder)`` writes
-``model/``. ``evaluate`` calls ``setup_evaluation`` and drives ``evaluator()`` over ``evaluation_batches``.
+Then, every step: ``collate(examples, generator)`` in DataLoader workers (``eval_collate`` for validation),
+``units(batch)`` for throughput, ``loss(model, batch)`` -> ``LossOutput``. Validation: ``evaluator()``. At the end:
+``export(model, processors, folder)`` writes ``model/``. ``evaluate`` calls ``setup_evaluation`` and drives
+``evaluator()`` over ``evaluation_batches``.
 Declared on the class: ``metrics`` (with their direction), ``auto_class``, ``inference`` (how generate/evaluate use
 its models), ``unit`` and ``peft_config``. See docs/architecture.md for how to add one.
 """
@@ -139,6 +140,11 @@ class Objective:
     # ---- every step
     def collate(self, examples, generator) -> dict:
         raise NotImplementedError
+
+    def eval_collate(self, examples, generator) -> dict:
+        """Validation batches during training: ``collate`` (with a generator seeded per batch, for MLM's fixed
+        masks); objectives that augment their training data leave augmentation out here."""
+        return self.collate(examples, generator)
 
     def units(self, batch: dict) -> int:
         """How much of the objective's ``unit`` a batch holds (CPU tensors): unpadded tokens by default."""

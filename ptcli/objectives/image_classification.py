@@ -7,12 +7,16 @@ Images are decoded and processed in DataLoader workers (collate); the image proc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from ptcli.data.records import column
 from ptcli.errors import PtcliError
 from ptcli.objectives.base import LOSS, Context, Evaluator, LossOutput, Metric, MetricEvaluator
 from ptcli.objectives.labelled import LabelledObjective
 from ptcli.objectives.labels import LabelMap
+from ptcli.processing.images import augment, image_processor_for, rgb
+
+__all__ = ["ImageClassification", "rgb"]
 
 
 @dataclass(eq=False)
@@ -26,7 +30,13 @@ class ImageClassification(LabelledObjective):
     metrics = (LOSS, Metric("accuracy"), Metric("top5"), Metric("f1_macro"), Metric("f1", shown=False),
                Metric("mcc", shown=False))
 
+    crop_scale: Optional[float] = None  # training: a random resized crop of at least this share of the area
+    flip: bool = False  # training: flip images left-right with probability 1/2
+
     def __post_init__(self):
+        if self.crop_scale is not None and not 0 < self.crop_scale <= 1:
+            raise PtcliError(f"objective.crop_scale must be in (0, 1], got {self.crop_scale}",
+                             fix="Use a share of the image's area, e.g. objective.crop_scale=0.35, or null (no crop)")
         self.labels: LabelMap | None = None
 
     @classmethod
@@ -48,17 +58,9 @@ class ImageClassification(LabelledObjective):
         return self.data.label_column or "label"
 
     def load_processors(self, ctx: Context):
-        from ptcli.processing.loading import Processors, load_image_processor
+        from ptcli.processing.loading import Processors
 
-        if ctx.cfg.model.path:
-            return Processors(image_processor=load_image_processor(ctx.cfg.model.path))
-        import transformers
-
-        # Without torchvision transformers processes images with Pillow; ask for that backend by name.
-        cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
-        size = int((ctx.cfg.model.extra or {}).get("image_size", 224))
-        return Processors(image_processor=cls(size={"height": size, "width": size}, image_mean=[0.5] * 3,
-                                              image_std=[0.5] * 3))
+        return Processors(image_processor=image_processor_for(ctx.cfg.model))
 
     def learn(self, train_rows, log) -> None:
         self.labels = LabelMap.discover(((r, w) for w, r in train_rows), self.label_column)
@@ -79,11 +81,16 @@ class ImageClassification(LabelledObjective):
         return {"num_labels": len(self.labels), "id2label": self.labels.id2label(),
                 "label2id": self.labels.label2id()}
 
-    def collate(self, examples, generator=None) -> dict:
+    def eval_collate(self, examples, generator=None) -> dict:
+        return self.collate(examples, generator, augmented=False)
+
+    def collate(self, examples, generator=None, augmented: bool = True) -> dict:
         import torch
 
         processor = self.processors["image_processor"]
-        images = [rgb(e["image"], e.get("where", "")) for e in examples]
+        images = [augment(rgb(e["image"], e.get("where", "")), generator if augmented else None, self.crop_scale,
+                          self.flip)
+                  for e in examples]
         pixels = processor(images, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels, "labels": torch.tensor([e["label"] for e in examples])}
 
@@ -142,18 +149,3 @@ def _summed(logits, labels) -> LossOutput:
 
     total = F.cross_entropy(logits, labels, reduction="sum")
     return LossOutput(total, labels.new_tensor(labels.numel(), dtype=total.dtype))
-
-
-def rgb(image, where: str):
-    """An image as RGB for the processor: grey and RGBA images are converted; a path is opened (a file that is
-    no image is an error naming it)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not isinstance(image, Image.Image):
-        try:
-            with Image.open(image) as opened:
-                image = opened.convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise PtcliError(f"cannot read the image '{image}': {e}", where=where,
-                             fix="remove or replace the file (it is not an image Pillow can read)") from None
-    return image if image.mode == "RGB" else image.convert("RGB")

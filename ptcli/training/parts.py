@@ -123,8 +123,8 @@ def validation_metrics(model, objective, val, cfg, dist, placement) -> dict:
     limit = cfg.train.eval_batches and cfg.train.eval_batches * cfg.train.grad_accum * dist.world
     evaluator = objective.evaluator()
     model.eval()
-    batches = iter(eval_batches(val, objective.collate, objective.units, micro, limit, cfg.train.seed + 1, dist.rank,
-                                dist.world))
+    batches = iter(eval_batches(val, objective.eval_collate, objective.units, micro, limit, cfg.train.seed + 1,
+                                dist.rank, dist.world))
     batch = None
     with torch.no_grad():
         while True:

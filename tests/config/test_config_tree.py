@@ -21,6 +21,14 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     (root / "a.txt").write_text("hello world\n")
     (root / "a.csv").write_text("text,label\nhi,1\n")
+    (root / "images" / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(root / "images" / "cat" / "x.png")
+    (root / "caps.jsonl").write_text(json.dumps({"image": "images/cat/x.png", "caption": "a cat"}) + "\n")
+    (root / "classifier").mkdir()
+    (root / "classifier" / "config.json").write_text(json.dumps(
+        {"model_type": "vit", "architectures": ["ViTForImageClassification"], "num_hidden_layers": 1}))
     (root / "model").mkdir()
     (root / "model" / "config.json").write_text(json.dumps(
         {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256, "vocab_size": 500}))
@@ -31,13 +39,19 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
     """The overrides a composition needs for its required (???) values."""
     args = []
     chosen_dataset = option if group == "dataset" else ("csv" if verb == "finetune" else "tiny-corpus")
-    if option == "image_classification" and verb == "finetune":
-        chosen_dataset = "digits"  # the image objective selects its dataset
+    if option in ("image_classification", "mae", "contrastive") and verb == "finetune":
+        chosen_dataset = "digits"  # the image objectives select their dataset
     if chosen_dataset in ("text", "jsonl", "csv", "conll"):
         args.append(f"dataset.files=[{inputs / 'a.csv' if chosen_dataset == 'csv' else inputs / 'a.txt'}]")
+    if chosen_dataset == "imagefolder":
+        args.append(f"dataset.path={inputs / 'images'}")
+    if chosen_dataset == "image-captions":
+        args.append(f"dataset.files=[{inputs / 'caps.jsonl'}]")
     if chosen_dataset == "hf":
         args.append("dataset.hf_name=some/dataset")
-    if verb in ("generate", "evaluate") or option == "from-path":
+    if verb == "predict":  # a classifier (predict refuses language models)
+        args.append(f"model.path={inputs / 'classifier'}")
+    elif verb in ("generate", "evaluate") or option == "from-path":
         args.append(f"model.path={inputs / 'model'}")
     return args
 
@@ -54,13 +68,14 @@ def points():
 # What each shipped model option is, as far as validation can tell before loading anything.
 MODEL_KIND = {"gpt2-tiny": "decoder", "gpt2-small": "decoder", "llama-tiny": "decoder", "llama-small": "decoder",
               "bert-tiny": "encoder", "bert-small": "encoder", "minilm": "encoder", "t5-tiny": "seq2seq",
-              "vit-tiny": "vision", "from-path": "decoder",  # the folder in `inputs` holds a gpt2
+              "vit-tiny": "vision", "vit-mini": "vision", "from-path": "decoder",  # the folder in `inputs` holds a gpt2
               "gpt2": "decoder", "bert-base": "hub"}  # bert-base: arch unknown before the Hub load
 OBJECTIVE_NEEDS = {"clm": "decoder", "sft": "decoder", "mlm": "encoder", "seq2seq": "seq2seq",
-                   "image_classification": "vision"}
+                   "image_classification": "vision", "mae": "vision", "contrastive": "vision"}
 TEXT_OBJECTIVES = {"clm", "sft", "mlm", "seq2seq", "classification", "token_classification"}
 VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
-                 "evaluate": ("from-path", "clm"), "generate": ("from-path", None), "tokenizer": (None, None)}
+                 "evaluate": ("from-path", "clm"), "generate": ("from-path", None),
+                 "predict": ("from-path", None), "tokenizer": (None, None)}
 
 
 def expected_invalid(verb: str, group: str | None, option: str | None) -> str | None:
@@ -70,13 +85,13 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
     if option == "tensorboard" and verb in ("pretrain", "finetune") and importlib.util.find_spec("tensorboard") is None:
         return "needs the tensorboard package"
     model, objective = VERB_DEFAULTS[verb]
-    if group == "model" and verb not in ("generate", "evaluate"):  # those always get model.path (a gpt2)
+    if group == "model" and verb not in ("generate", "evaluate", "predict"):  # those always get model.path (a gpt2)
         model = option
     if group == "objective":
         objective = option
         if option == "mlm" and verb != "evaluate":
             model = "bert-tiny"  # objective=mlm selects an encoder unless a model is named
-        if option == "image_classification" and verb != "evaluate":
+        if option in ("image_classification", "mae", "contrastive") and verb != "evaluate":
             model = "vit-tiny"
     need, kind = OBJECTIVE_NEEDS.get(objective), MODEL_KIND.get(model)
     if kind == "vision" and (objective or "clm") in TEXT_OBJECTIVES:

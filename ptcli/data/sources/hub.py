@@ -23,6 +23,7 @@ class HFDataset(Source):
     hf_split: str = "train"
     hf_val_split: Optional[str] = "validation"  # used when the dataset has it; null: never
     files: list[str] = field(default_factory=list)  # the data files of a builder (hf_name=json ...)
+    image_column: str = "image"  # image objectives: the column with an Image feature (decoded to PIL) or a path
 
     def __post_init__(self) -> None:
         super().__post_init__()
