@@ -2,10 +2,11 @@
 PyTorch loops on the same model (model=vit-mini: a 4-layer, 128-wide ViT on 32x32 images, 0.8M parameters) and
 batch (64 images, AdamW, fp32).
 
-Two bare loops: the *ceiling* trains on images decoded and processed once, before timing (no input pipeline at
-all); the *decoding* loop opens each JPEG with Pillow and runs the same ViT image processor in the training
-process, as a plain script would. ptcli decodes in its DataLoader workers (`train.workers`, default 1) while the
-model trains. Rounds are interleaved and alternate which side goes first; ratios are medians of the rounds'.
+Two bare loops: the *ceiling* trains on images decoded and processed once, before timing (no input pipeline at all);
+the *decoding* loop opens each JPEG with Pillow and runs the same ViT image processor in the training process, as a
+plain script would. ptcli decodes in its DataLoader (`train.workers`: 0 on a CPU by default, so in the training
+process too; worker processes pay off where the model runs on a GPU). Rounds are interleaved and alternate which
+side goes first; ratios are medians of the rounds'.
 
 Run: .venv/bin/python scripts/bench_vision.py [--folder ../shared/data/cifar10] [--steps 40] [--rounds 3]
 """

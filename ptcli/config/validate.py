@@ -276,11 +276,11 @@ USES_A_TRAINED_MODEL = ("generate", "evaluate", "predict")
 def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:
     problems = [f"{key} must be at least 1, got {cfg[key]}" for key in ("top_k", "batch_size") if cfg[key] < 1]
     archs = (loaded or {}).get("architectures") or []
-    if loaded is not None and not any(a.endswith(("ForImageClassification", "ForSequenceClassification"))
-                                      for a in archs):
+    if loaded is not None and not any(a.endswith(("ForImageClassification", "ForAudioClassification",
+                                                  "ForSequenceClassification")) for a in archs):
         shown = archs[0] if archs else loaded.get("model_type", "unknown")
         problems.append(f"predict labels inputs with a classifier, but model.path holds a {shown}; use "
-                        "`ptcli generate` for language models, or give an image or text classifier")
+                        "`ptcli generate` for language models, or give an image, audio or text classifier")
     return problems
 
 

@@ -1,15 +1,17 @@
-"""What ``predict`` runs: a classifier (images or text) over batches of inputs -> the top-k labels with their
-probabilities, in input order. An input that cannot be used (a missing or unreadable image) is reported, and the
-rest of its batch still runs."""
+"""What ``predict`` runs: a classifier (images, audio or text) over batches of inputs -> the top-k labels with their
+probabilities, in input order. An input that cannot be used (a missing or unreadable image or WAV file) is reported,
+and the rest of its batch still runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ptcli.errors import PtcliError
+from ptcli.models.families import shape
 
-IMAGE, TEXT = "image", "text"
-AUTO_CLASSES = {IMAGE: "AutoModelForImageClassification", TEXT: "AutoModelForSequenceClassification"}
+IMAGE, AUDIO, TEXT = "image", "audio", "text"
+AUTO_CLASSES = {IMAGE: "AutoModelForImageClassification", AUDIO: "AutoModelForAudioClassification",
+                TEXT: "AutoModelForSequenceClassification"}
 
 
 @dataclass
@@ -29,20 +31,25 @@ class Prediction:
 
 
 def input_kind(config) -> str:
-    """``image`` or ``text``: what the classifier at hand reads, from its config's architectures."""
+    """``image``, ``audio`` or ``text``: what the classifier at hand reads, from its config's architectures."""
     archs = getattr(config, "architectures", None) or []
     if any(a.endswith("ForImageClassification") for a in archs):
         return IMAGE
+    # wav2vec2's audio classifier is a Wav2Vec2ForSequenceClassification: the model type tells it from a text one
+    if any(a.endswith(("ForAudioClassification", "ForSequenceClassification")) for a in archs) \
+            and shape(getattr(config, "model_type", None)) == "audio":
+        return AUDIO
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return TEXT
     shown = archs[0] if archs else getattr(config, "model_type", "unknown")
-    raise PtcliError(f"the model is a {shown}, not a classifier of images or texts",
-                     fix="Give predict an image classifier or a text classifier (a ptcli finetune run); "
+    raise PtcliError(f"the model is a {shown}, not a classifier of images, audio or texts",
+                     fix="Give predict an image, audio or text classifier (a ptcli finetune run); "
                          "use `ptcli generate` for language models")
 
 
 class Classifier:
-    """Top-k labels for batches of inputs: image paths (read with Pillow) or texts (tokenized, truncated)."""
+    """Top-k labels for batches of inputs: image paths (read with Pillow), WAV paths (mono, resampled to the feature
+    extractor's rate, whole: as transformers' pipeline reads them) or texts (tokenized, truncated)."""
 
     def __init__(self, loaded, kind: str, top_k: int, log):
         self.loaded, self.kind, self.log = loaded, kind, log
@@ -70,6 +77,8 @@ class Classifier:
                 except FileNotFoundError:
                     out[prompt.index] = BadPrompt(prompt.where, f"the image '{prompt.text}' does not exist")
             inputs = self.loaded.processors["image_processor"](images, return_tensors="pt") if images else None
+        elif self.kind == AUDIO:
+            usable, inputs = self.audio_inputs(batch, out)
         else:
             usable = list(batch)
             inputs = self.loaded.processors.tokenizer([p.text for p in batch], padding=True, truncation=True,
@@ -79,6 +88,24 @@ class Classifier:
                 out[prompt.index] = (Prediction(prompt, [], labels) if self.regression
                                      else Prediction(prompt, labels))
         return [out[p.index] for p in batch]
+
+    def audio_inputs(self, batch: list, out: dict):
+        """The batch's readable WAV files as padded features (the others reported into ``out``)."""
+        from ptcli.inference.prompts import BadPrompt
+        from ptcli.objectives.audio_classification import load_audio
+        from ptcli.processing.audio import features
+
+        extractor = self.loaded.processors["feature_extractor"]
+        usable, clips = [], []
+        for prompt in batch:
+            try:
+                clips.append(load_audio(prompt.text, extractor.sampling_rate, prompt.where))
+                usable.append(prompt)
+            except PtcliError as e:
+                out[prompt.index] = BadPrompt(prompt.where, e.what)
+            except (FileNotFoundError, IsADirectoryError):
+                out[prompt.index] = BadPrompt(prompt.where, f"the audio file '{prompt.text}' does not exist")
+        return usable, features(extractor, clips) if clips else None
 
     def top(self, inputs) -> list:
         import torch

@@ -284,7 +284,24 @@ class Decoder:
         text, as transformers' pipeline does: a completion decoded alone may lose its leading space."""
         decode = self.tokenizer.decode
         if self.kind != "causal":
-            return decode(generated, skip_special_tokens=True)
+            return decode_with_sentinels(self.tokenizer, generated)
         prefix = decode(prompt_ids, skip_special_tokens=True)
         full = decode(prompt_ids + generated, skip_special_tokens=True)
         return full[len(prefix):] if full.startswith(prefix) else decode(generated, skip_special_tokens=True)
+
+
+def decode_with_sentinels(tokenizer, ids: list[int]) -> str:
+    """A seq2seq model's output without its special tokens, except the sentinels (T5's ``<extra_id_N>``, the
+    tokenizer's extra special tokens) that say which span a span-corruption model fills."""
+    names = getattr(tokenizer, "extra_special_tokens", None) or []
+    sentinels = {i for i in tokenizer.convert_tokens_to_ids([str(t) for t in names]) if i is not None}
+    if not sentinels & set(ids):
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    parts, run = [], []
+    for token in ids:
+        if token in sentinels:
+            parts += [tokenizer.decode(run, skip_special_tokens=True), tokenizer.convert_ids_to_tokens(token)]
+            run = []
+        else:
+            run.append(token)
+    return "".join(parts + [tokenizer.decode(run, skip_special_tokens=True)])

@@ -101,6 +101,10 @@ def detect_kind(config, run_cfg: dict | None = None) -> str:
         return kind
     if getattr(config, "is_encoder_decoder", False):
         return "seq2seq"
+    if "ElectraForPreTraining" in (getattr(config, "architectures", None) or []):
+        raise PtcliError("the model is an ELECTRA discriminator (replaced-token detection), which has no masked-LM "
+                         "head to fill masks with", fix="Generate with its generator, model.path=<run>/generator "
+                         "(objective=electra runs export it there), or fine-tune the discriminator")
     for arch in getattr(config, "architectures", None) or []:
         if arch.endswith("ForMaskedLM") or arch.endswith("ForPreTraining"):
             return "fill-mask"

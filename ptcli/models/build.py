@@ -29,8 +29,18 @@ def hf_config_kwargs(model_cfg, vocab_size: int | None, tokenizer=None) -> dict:
             token_id = getattr(tokenizer, f"{name}_token_id", None)
             if token_id is not None:
                 kwargs[f"{name}_token_id"] = token_id
-    kwargs.update(dict(model_cfg.extra or {}))
+    kwargs.update(plain_extra(model_cfg))
     return kwargs
+
+
+def plain_extra(model_cfg) -> dict:
+    """``model.extra`` as plain Python values (transformers' typed configs refuse OmegaConf lists: conv_dim)."""
+    extra = model_cfg.extra or {}
+    if not isinstance(extra, dict):
+        from omegaconf import OmegaConf
+
+        extra = OmegaConf.to_container(extra, resolve=True)
+    return dict(extra)
 
 
 def build_model(model_cfg, auto_class: str, tokenizer=None, log=None, **head_kwargs):
@@ -72,6 +82,10 @@ def build_model(model_cfg, auto_class: str, tokenizer=None, log=None, **head_kwa
                          ) from None
 
 
+# Config keys that fix the shape of a trained model's input weights (patch and position embeddings, convolutions).
+SHAPE_KEYS = ("image_size", "patch_size", "num_channels", "conv_dim", "conv_kernel", "conv_stride")
+
+
 def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
     """Config overrides for a pretrained model: ``model.dropout`` (and ``model.extra``), and a re-initialised
     classification head (with a warning) when the checkpoint's label count differs from the data's."""
@@ -83,9 +97,15 @@ def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
         keys = size_keys(saved.get("model_type")).get("dropout", "attention_dropout")
         for key in keys if isinstance(keys, tuple) else (keys,):
             out[key] = model_cfg.dropout
-    out |= dict(model_cfg.extra or {})
+    extra = plain_extra(model_cfg)
+    fixed = {k: v for k, v in extra.items() if k in SHAPE_KEYS and k in saved and saved[k] != v}
+    if fixed:  # a preset's input shape (vit-tiny's 16x16 images) must not reshape a trained model's weights
+        log("model.extra " + ", ".join(f"{k}={v}" for k, v in fixed.items()) + " left out: the model at model.path "
+            "was trained with " + ", ".join(f"{k}={saved[k]}" for k in fixed) + ", which its weights fix")
+    out |= {k: v for k, v in extra.items() if k not in fixed}
     wanted = head_kwargs.get("num_labels")
-    has_head = any(a.endswith(("ForSequenceClassification", "ForTokenClassification"))
+    has_head = any(a.endswith(("ForSequenceClassification", "ForTokenClassification", "ForImageClassification",
+                               "ForAudioClassification"))
                    for a in saved.get("architectures") or [])
     old = len(saved.get("id2label") or {}) or saved.get("num_labels")
     if wanted is not None and has_head and old and old != wanted:

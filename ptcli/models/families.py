@@ -1,6 +1,6 @@
 """What ptcli knows about model families, by Hugging Face ``model_type`` (torch-free): the size keys of their
-configs and which are encoders, decoders or encoder-decoders. A new family is a line here (and a YAML in
-configs/model/); see docs/architecture.md."""
+configs and which are encoders, decoders, encoder-decoders, vision or audio models. A new family is a line here (and
+a YAML in configs/model/); see docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ ENCODERS = {"bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2",
             "camembert", "mpnet", "megatron-bert", "ernie"}
 ENCODER_DECODERS = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "led", "longt5"}
 VISION = {"vit", "vit_mae", "deit", "beit", "swin", "convnext", "dinov2"}
+# Audio encoders over raw waveforms with a convolutional feature encoder (a Wav2Vec2FeatureExtractor's input_values);
+# spectrogram models (Whisper, AST) are not here yet: their extractors pad to a fixed length.
+AUDIO = {"wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew",
+         "sew-d"}
 
 # Our size names -> each architecture's Hugging Face config keys (a tuple sets several keys to one value).
 ARCH_KEYS = {
@@ -25,7 +29,12 @@ ARCH_KEYS = {
              "dropout": "dropout"},
     "vit": {"layers": "num_hidden_layers", "heads": "num_attention_heads", "hidden": "hidden_size",
             "intermediate": "intermediate_size", "dropout": ("hidden_dropout_prob", "attention_probs_dropout_prob")},
+    # the convolutional feature encoder's sizes (conv_dim, conv_stride, conv_kernel) go in model.extra
+    "wav2vec2": {"layers": "num_hidden_layers", "heads": "num_attention_heads", "hidden": "hidden_size",
+                 "intermediate": "intermediate_size",
+                 "dropout": ("hidden_dropout", "attention_dropout", "activation_dropout", "final_dropout")},
 }
+ARCH_KEYS["hubert"] = ARCH_KEYS["wavlm"] = ARCH_KEYS["data2vec-audio"] = ARCH_KEYS["wav2vec2"]
 ARCH_KEYS["electra"] = ARCH_KEYS["roberta"] = ARCH_KEYS["bert"]
 ARCH_KEYS["vit_mae"] = ARCH_KEYS["vit"]
 GENERIC_KEYS = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
@@ -39,7 +48,8 @@ def size_keys(arch: str | None) -> dict:
 
 
 def shape(arch: str | None) -> str | None:
-    """'encoder', 'encoder-decoder', 'vision' or 'decoder' for a known model_type (None: unknown before loading)."""
+    """'encoder', 'encoder-decoder', 'vision', 'audio' or 'decoder' for a known model_type (None: unknown before
+    loading)."""
     if not arch:
         return None
     if arch in ENCODERS:
@@ -48,4 +58,6 @@ def shape(arch: str | None) -> str | None:
         return "encoder-decoder"
     if arch in VISION:
         return "vision"
+    if arch in AUDIO:
+        return "audio"
     return "decoder"

@@ -23,9 +23,9 @@ def text_model_problems(cfg: dict, model_config: dict | None, shape: str | None,
                         f"lower dataset.seq_len or raise model.max_positions")
     arch = (model_config or {}).get("model_type") or model.get("arch")
     found = shape_of(arch)
-    if found == "vision":
-        return [f"objective {name} needs a text model, but model.arch is '{arch}' (a vision model); use "
-                "model=gpt2-tiny, bert-tiny, minilm or a text model's model.path"]
+    if found in ("vision", "audio"):
+        return [f"objective {name} needs a text model, but model.arch is '{arch}' (a{'n' if found == 'audio' else ''} "
+                f"{found} model); use model=gpt2-tiny, bert-tiny, minilm or a text model's model.path"]
     if shape and found and found != shape:
         fix = {"decoder": "use model=gpt2-tiny or a causal model.path", "encoder": "use model=bert-tiny (or another "
                "encoder)", "encoder-decoder": "use model=t5-tiny or a T5/BART model.path"}[shape]

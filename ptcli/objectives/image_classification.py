@@ -97,8 +97,12 @@ class ImageClassification(LabelledObjective):
     def units(self, batch: dict) -> int:
         return int(batch["pixel_values"].shape[0])
 
+    def logits(self, model, batch):
+        """The model's class scores for a batch (float32)."""
+        return model(pixel_values=batch["pixel_values"]).logits.float()
+
     def loss(self, model, batch) -> LossOutput:
-        return _summed(model(pixel_values=batch["pixel_values"]).logits.float(), batch["labels"])
+        return _summed(self.logits(model, batch), batch["labels"])
 
     def evaluator(self) -> Evaluator:
         return ImageEvaluator(self)
@@ -117,7 +121,8 @@ class ImageClassification(LabelledObjective):
 
 
 class ImageEvaluator(MetricEvaluator):
-    """Loss, accuracy, macro-F1 (and MCC) from the streamed confusion counts, and top-5 accuracy."""
+    """Loss, accuracy, macro-F1 (and MCC) from the streamed confusion counts, and top-5 accuracy (of any objective
+    with ``logits(model, batch)`` and ``labels``: audio classification shares it)."""
 
     def __init__(self, objective):
         from ptcli.metrics import ClassificationMetrics
@@ -126,7 +131,7 @@ class ImageEvaluator(MetricEvaluator):
         self.top5 = 0
 
     def update(self, model, batch) -> None:
-        logits = model(pixel_values=batch["pixel_values"]).logits.float()
+        logits = self.objective.logits(model, batch)
         labels = batch["labels"]
         self.add_loss(_summed(logits, labels))
         k = min(5, logits.shape[-1])

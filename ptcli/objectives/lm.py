@@ -44,6 +44,11 @@ class LanguageModelling(Objective):
         """(separator id, block prefix id or None)."""
         raise NotImplementedError
 
+    def block_len(self, seq_len: int) -> int:
+        """The length of the packed blocks for ``dataset.seq_len`` (span corruption packs longer raw blocks that
+        its noise shortens to exactly ``seq_len``)."""
+        return seq_len
+
     def bind(self, tokenizer) -> None:
         """Keep what collation needs from the tokenizer (special-token ids)."""
         self.tokenizer = tokenizer
@@ -89,7 +94,8 @@ class LanguageModelling(Objective):
         from ptcli.data.packing import pack_into_blocks, token_dtype, tokenize_documents, write_token_file
 
         sep, prefix = self.packing(tokenizer)
-        key = packed_cache_key(source.fingerprint(split), tokenizer_fingerprint(tokenizer), source.seq_len,
+        block_len = self.block_len(source.seq_len)
+        key = packed_cache_key(source.fingerprint(split), tokenizer_fingerprint(tokenizer), block_len,
                                {"sep": sep, "prefix": prefix})
         dtype = token_dtype(len(tokenizer))
 
@@ -103,9 +109,9 @@ class LanguageModelling(Objective):
                     yield ids
 
             docs = counted(tokenize_documents(tokenizer, documents(source, split, log)))
-            n_blocks = write_token_file(pack_into_blocks(docs, source.seq_len, sep, prefix), tmp / "tokens.bin",
-                                        source.seq_len, dtype)
-            return {"n_blocks": n_blocks, "block_len": source.seq_len, "dtype": np.dtype(dtype).name,
+            n_blocks = write_token_file(pack_into_blocks(docs, block_len, sep, prefix), tmp / "tokens.bin",
+                                        block_len, dtype)
+            return {"n_blocks": n_blocks, "block_len": block_len, "dtype": np.dtype(dtype).name,
                     "n_docs": counts["docs"], "n_tokens": counts["tokens"]}
 
         corpus, _ = load_or_build_packed(key, cache, build, log=log)

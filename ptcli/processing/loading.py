@@ -81,15 +81,42 @@ def load_image_processor(path: str):
                          fix="Save the model's image processor (preprocessor_config.json) in its folder") from None
 
 
+def load_feature_extractor(path: str):
+    """The audio feature extractor saved with a model (``preprocessor_config.json``), or a clear error."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(processor_folder(path, PROCESSOR_FILES))
+    except (OSError, ValueError, TypeError) as e:
+        raise PtcliError(f"no usable feature extractor at '{path}': {str(e).splitlines()[0]}",
+                         fix="Save the model's feature extractor (preprocessor_config.json) in its folder") from None
+
+
+def is_feature_extractor(folder: str) -> bool:
+    """True when the folder's preprocessor_config.json describes an audio feature extractor (not an image
+    processor)."""
+    import json
+
+    config = Path(folder) / "preprocessor_config.json"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return "feature_extractor_type" in data and "image_processor_type" not in data
+
+
 def load_processors(path: str) -> Processors:
-    """Every processor saved with a model (its tokenizer, image processor, ...), found by their files."""
+    """Every processor saved with a model (its tokenizer, image processor or feature extractor, ...), found by their
+    files."""
     found = Processors()
     for names, role, load in ((TOKENIZER_FILES, "tokenizer", load_tokenizer),
                               (PROCESSOR_FILES, "image_processor", load_image_processor)):
         try:
-            processor_folder(path, names)
+            folder = processor_folder(path, names)
         except PtcliError:
             continue
+        if role == "image_processor" and is_feature_extractor(folder):
+            role, load = "feature_extractor", load_feature_extractor
         found[role] = load(path)
     if not found:
         processor_folder(path)  # the error that names what is missing

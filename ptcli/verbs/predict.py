@@ -1,8 +1,8 @@
-"""``predict``: inputs in (image paths or texts: input=, inputs_file=, or stdin lines), labels out.
+"""``predict``: inputs in (image or WAV paths, or texts: input=, inputs_file=, or stdin lines), labels out.
 
 ``ls *.jpg | ptcli predict model.path=<run> > labels.jsonl``: one JSON line per input (the input, its top label and
 score, and the top_k labels with their probabilities), or a table at a terminal; logs go to stderr. An input that
-fails (a missing or unreadable image) is reported and the others still run; the exit code is then 1.
+fails (a missing or unreadable image or WAV file) is reported and the others still run; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def run(cfg, run_dir: Path, stdin=None, stdout=None, stderr=None) -> dict:
     loaded = load_for_inference(cfg.model, cfg.device, "classify", log, auto_class=AUTO_CLASSES[kind])
     classifier = Classifier(loaded, kind, cfg.top_k, log)
     reader = PromptReader(source, cfg.input, cfg.inputs_file, stdin, stderr, key="input", verb="predict",
-                          what=f"an {kind} path" if kind == "image" else "a text")
+                          what={"image": "an image path", "audio": "a WAV file path"}.get(kind, "a text"))
     table = cfg.output == "table" or (cfg.output == "auto" and stdout.isatty())
     rows, failed, count, labelled, closed = [], [], 0, 0, False
     started = time.perf_counter()
@@ -78,7 +78,8 @@ def run(cfg, run_dir: Path, stdin=None, stdout=None, stderr=None) -> dict:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rate = count / seconds if seconds > 0 else 0.0
-    log(f"{count} input(s), {labelled} labelled in {seconds:.1f} s ({rate:.1f} {kind}s/s)")
+    unit = "clip" if kind == "audio" else kind
+    log(f"{count} input(s), {labelled} labelled in {seconds:.1f} s ({rate:.1f} {unit}s/s)")
     if count == 0 and not failed and not closed:
         log("nothing to label (give input=..., inputs_file=... or one input per line on stdin)")
     if failed:

@@ -26,6 +26,12 @@ def inputs(tmp_path_factory):
 
     Image.new("RGB", (4, 4)).save(root / "images" / "cat" / "x.png")
     (root / "caps.jsonl").write_text(json.dumps({"image": "images/cat/x.png", "caption": "a cat"}) + "\n")
+    (root / "audio" / "yes").mkdir(parents=True)
+    import wave
+
+    with wave.open(str(root / "audio" / "yes" / "1_x_0.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(bytes(200))
+    (root / "clips.csv").write_text("audio,label\naudio/yes/1_x_0.wav,yes\n")
     (root / "classifier").mkdir()
     (root / "classifier" / "config.json").write_text(json.dumps(
         {"model_type": "vit", "architectures": ["ViTForImageClassification"], "num_hidden_layers": 1}))
@@ -41,12 +47,20 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
     chosen_dataset = option if group == "dataset" else ("csv" if verb == "finetune" else "tiny-corpus")
     if option in ("image_classification", "mae", "contrastive") and verb == "finetune":
         chosen_dataset = "digits"  # the image objectives select their dataset
+    if option == "audio_classification" and verb == "finetune":
+        chosen_dataset = "tones"
     if chosen_dataset in ("text", "jsonl", "csv", "conll"):
         args.append(f"dataset.files=[{inputs / 'a.csv' if chosen_dataset == 'csv' else inputs / 'a.txt'}]")
     if chosen_dataset == "imagefolder":
         args.append(f"dataset.path={inputs / 'images'}")
     if chosen_dataset == "image-captions":
         args.append(f"dataset.files=[{inputs / 'caps.jsonl'}]")
+    if chosen_dataset == "audiofolder":
+        args.append(f"dataset.path={inputs / 'audio'}")
+    if chosen_dataset == "audio-files":
+        args.append(f"dataset.path={inputs / 'audio'}")
+    if chosen_dataset == "audio-manifest":
+        args.append(f"dataset.files=[{inputs / 'clips.csv'}]")
     if chosen_dataset == "hf":
         args.append("dataset.hf_name=some/dataset")
     if verb == "predict":  # a classifier (predict refuses language models)
@@ -68,11 +82,16 @@ def points():
 # What each shipped model option is, as far as validation can tell before loading anything.
 MODEL_KIND = {"gpt2-tiny": "decoder", "gpt2-small": "decoder", "llama-tiny": "decoder", "llama-small": "decoder",
               "bert-tiny": "encoder", "bert-small": "encoder", "minilm": "encoder", "t5-tiny": "seq2seq",
+              "bart-tiny": "seq2seq",
               "vit-tiny": "vision", "vit-mini": "vision", "from-path": "decoder",  # the folder in `inputs` holds a gpt2
-              "gpt2": "decoder", "bert-base": "hub"}  # bert-base: arch unknown before the Hub load
-OBJECTIVE_NEEDS = {"clm": "decoder", "sft": "decoder", "mlm": "encoder", "seq2seq": "seq2seq",
-                   "image_classification": "vision", "mae": "vision", "contrastive": "vision"}
-TEXT_OBJECTIVES = {"clm", "sft", "mlm", "seq2seq", "classification", "token_classification"}
+              "gpt2": "decoder", "bert-base": "hub",  # bert-base: arch unknown before the Hub load
+              "wav2vec2-tiny": "audio"}
+OBJECTIVE_NEEDS = {"clm": "decoder", "sft": "decoder", "mlm": "encoder", "electra": "encoder",
+                   "seq2seq": "seq2seq", "span_corruption": "seq2seq", "denoising": "seq2seq",
+                   "image_classification": "vision", "mae": "vision", "contrastive": "vision",
+                   "audio_classification": "audio"}
+TEXT_OBJECTIVES = {"clm", "sft", "mlm", "electra", "seq2seq", "classification", "token_classification",
+                   "span_corruption", "denoising"}
 VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
                  "evaluate": ("from-path", "clm"), "generate": ("from-path", None),
                  "predict": ("from-path", None), "tokenizer": (None, None)}
@@ -89,12 +108,16 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
         model = option
     if group == "objective":
         objective = option
-        if option == "mlm" and verb != "evaluate":
-            model = "bert-tiny"  # objective=mlm selects an encoder unless a model is named
+        if option in ("mlm", "electra") and verb != "evaluate":
+            model = "bert-tiny"  # objective=mlm (and electra) selects an encoder unless a model is named
+        if option in ("span_corruption", "denoising") and verb != "evaluate":
+            model = "t5-tiny" if option == "span_corruption" else "bart-tiny"  # they select their model too
         if option in ("image_classification", "mae", "contrastive") and verb != "evaluate":
             model = "vit-tiny"
+        if option == "audio_classification" and verb != "evaluate":
+            model = "wav2vec2-tiny"
     need, kind = OBJECTIVE_NEEDS.get(objective), MODEL_KIND.get(model)
-    if kind == "vision" and (objective or "clm") in TEXT_OBJECTIVES:
+    if kind in ("vision", "audio") and (objective or "clm") in TEXT_OBJECTIVES:
         return "needs a text model"
     if need and kind not in (None, "hub", need):
         return f"objective {objective} needs"

@@ -142,9 +142,12 @@ def test_the_config_layer_and_the_plugin_declarations_import_no_torch():
             "import ptcli.objectives.clm, ptcli.objectives.mlm, ptcli.objectives.classification\n"
             "import ptcli.objectives.token_classification, ptcli.objectives.seq2seq, ptcli.objectives.sft\n"
             "import ptcli.objectives.image_classification, ptcli.objectives.mae\n"
+            "import ptcli.objectives.span_corruption, ptcli.objectives.denoising, ptcli.objectives.noising\n"
             "import ptcli.data.sources.files, ptcli.data.sources.hub, ptcli.data.sources.embedded\n"
-            "import ptcli.data.sources.images\n"
+            "import ptcli.data.sources.images, ptcli.data.sources.audio, ptcli.objectives.audio_classification\n"
+            "import ptcli.processing.audio, ptcli.data.wav\n"
             "import ptcli.objectives.contrastive, ptcli.objectives.retrieval\n"
+            "import ptcli.objectives.electra\n"
             "print(sorted({'torch', 'transformers', 'datasets', 'sklearn'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr

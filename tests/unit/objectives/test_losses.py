@@ -10,9 +10,11 @@ transformers = pytest.importorskip("transformers")
 F = torch.nn.functional
 
 from ptcli.objectives.classification import SequenceClassification  # noqa: E402
+from ptcli.objectives.denoising import Denoising  # noqa: E402
 from ptcli.objectives.image_classification import ImageClassification  # noqa: E402
 from ptcli.objectives.seq2seq import Seq2Seq  # noqa: E402
 from ptcli.objectives.sft import SFT  # noqa: E402
+from ptcli.objectives.span_corruption import SpanCorruption  # noqa: E402
 from ptcli.objectives.token_classification import TokenClassification  # noqa: E402
 
 GEN = torch.Generator().manual_seed(0)
@@ -76,6 +78,36 @@ def test_seq2seq_is_the_cross_entropy_of_the_shifted_decoder():
     reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
     assert out.count.item() == int((labels != -100).sum())
     assert (out.sum / out.count).item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(("cls", "arch"), [(SpanCorruption, "t5"), (Denoising, "bart")])
+def test_denoising_objectives_are_the_cross_entropy_of_the_targets(cls, arch):
+    """Targets padded with -100 are left out; the decoder reads the targets shifted right from its start token."""
+    torch.manual_seed(0)
+    if arch == "t5":
+        model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=50, d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2, dropout_rate=0.0,
+            decoder_start_token_id=1, pad_token_id=1, eos_token_id=0))
+    else:
+        model = transformers.BartForConditionalGeneration(transformers.BartConfig(
+            vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+            dropout=0.0, pad_token_id=1, eos_token_id=0, bos_token_id=0, decoder_start_token_id=0))
+    model.eval()
+    labels = ids(3, 7)
+    labels[2, 5:] = -100
+    attention = torch.ones(3, 10, dtype=torch.long)
+    attention[1, 8:] = 0
+    batch = {"input_ids": ids(), "attention_mask": attention, "labels": labels}
+    out = cls().loss(model, batch)
+    start = model.config.decoder_start_token_id
+    decoder_inputs = torch.cat([torch.full((3, 1), start), labels[:, :-1]], dim=1).masked_fill(
+        torch.cat([torch.zeros(3, 1, dtype=torch.bool), labels[:, :-1] == -100], dim=1), 1)
+    logits = model(input_ids=batch["input_ids"], attention_mask=attention, decoder_input_ids=decoder_inputs).logits
+    keep = labels != -100
+    manual = F.cross_entropy(logits[keep], labels[keep], reduction="sum")
+    assert out.count.item() == int(keep.sum())
+    assert out.sum.item() == pytest.approx(manual.item(), rel=1e-5)
 
 
 def test_sft_predicts_each_response_token_from_the_one_before():

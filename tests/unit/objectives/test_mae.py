@@ -193,3 +193,24 @@ def test_fine_tuning_starts_from_the_mae_encoder(tmp_path):
         got = model.eval().vit(pixel_values=pixels).last_hidden_state
     assert got.shape == expected.shape == (2, 5, 16)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_presets_input_shape_does_not_reshape_a_trained_model(tmp_path):
+    """objective=image_classification selects vit-tiny (16x16 images); given a 32x32 model.path, its image size wins
+    (the position embeddings fix it) and the log says so; a different head size is re-initialised."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from ptcli.models.build import pretrained_overrides
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit", "image_size": 32, "patch_size": 4,
+                                                      "architectures": ["ViTForImageClassification"],
+                                                      "id2label": {"0": "a", "1": "b"}}))
+    lines = []
+    cfg = OmegaConf.create({"path": str(tmp_path), "dropout": None,
+                            "extra": {"image_size": 16, "patch_size": 4, "initializer_range": 0.1}})
+    out = pretrained_overrides(cfg, {"num_labels": 3}, lines.append)
+    assert "image_size" not in out and out["patch_size"] == 4 and out["initializer_range"] == 0.1
+    assert out["ignore_mismatched_sizes"] is True
+    assert any("image_size=16 left out" in line and "image_size=32" in line for line in lines)
