@@ -14,7 +14,6 @@ is the same constant in every micro-batch, and ``sum = gen_ce + disc_weight * di
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 from ptcli.errors import PtcliError
@@ -112,16 +111,9 @@ class Electra(LanguageModelling):
         return self.fixed_noise(blocks, EVAL_SEED)
 
     def fixed_noise(self, blocks, seed: int) -> dict:
-        import numpy as np
         import torch
 
-        from ptcli.data.loader import row_seed
-
-        rows = []
-        for block in blocks:
-            block = torch.tensor(np.asarray(block, dtype=np.int64))
-            key = zlib.crc32(block.numpy().astype("<i8").tobytes())
-            rows.append(self.collate(block[None], torch.Generator().manual_seed(row_seed(seed, key))))
+        rows = self.seeded_rows(blocks, seed)
         return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
 
     def units(self, batch: dict) -> int:

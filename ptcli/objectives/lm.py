@@ -49,6 +49,23 @@ class LanguageModelling(Objective):
         its noise shortens to exactly ``seq_len``)."""
         return seq_len
 
+    def seeded_rows(self, blocks, seed: int) -> list[dict]:
+        """Each block collated alone with a generator seeded by its content (``row_seed``): validation noise that
+        is the same in training's validation and in ``evaluate``, whatever the batch size."""
+        import zlib
+
+        import numpy as np
+        import torch
+
+        from ptcli.data.loader import row_seed
+
+        rows = []
+        for block in blocks:
+            block = torch.tensor(np.asarray(block, dtype=np.int64))
+            key = zlib.crc32(block.numpy().astype("<i8").tobytes())
+            rows.append(self.collate(block[None], torch.Generator().manual_seed(row_seed(seed, key))))
+        return rows
+
     def bind(self, tokenizer) -> None:
         """Keep what collation needs from the tokenizer (special-token ids)."""
         self.tokenizer = tokenizer

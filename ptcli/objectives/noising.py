@@ -5,7 +5,6 @@ over the target tokens, and noise fixed per block for validation and ``evaluate`
 from __future__ import annotations
 
 import types
-import zlib
 
 from ptcli.errors import PtcliError
 from ptcli.objectives.base import LOSS, Context, EvalData, Evaluator, LossOutput, Metric, summed_cross_entropy
@@ -97,16 +96,7 @@ class DenoisingObjective(LanguageModelling):
         return self.fixed_noise(blocks, EVAL_SEED)
 
     def fixed_noise(self, blocks, seed: int) -> dict:
-        import numpy as np
-        import torch
-
-        from ptcli.data.loader import row_seed
-
-        rows = []
-        for block in blocks:
-            block = torch.tensor(np.asarray(block, dtype=np.int64))
-            key = zlib.crc32(block.numpy().astype("<i8").tobytes())
-            rows.append(self.collate(block[None], torch.Generator().manual_seed(row_seed(seed, key))))
+        rows = self.seeded_rows(blocks, seed)
         return self.join(rows)
 
     def join(self, rows: list[dict]) -> dict:

@@ -135,3 +135,21 @@ def test_two_processes_equal_one_process_with_accumulation(tmp_path):
     for a, b in zip(one, both):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), a["step"]
     assert evals(tmp_path / "two")[-1]["val_accuracy"] == pytest.approx(evals(tmp_path / "one")[-1]["val_accuracy"])
+
+
+def test_a_resumed_run_sees_the_same_augmented_batches(tmp_path):
+    """Crops and flips are drawn from the step's seed: resumed from the step-3 checkpoint, a run logs the losses of
+    the uninterrupted one."""
+    folders = make_folders(tmp_path / "images", per_class=8, val_per_class=2)
+    args = ["objective=image_classification", *SMALL_VIT, *CPU, "dataset=imagefolder", f"dataset.path={folders}",
+            "train.max_steps=6", "train.batch_size=8", "train.eval_every=6", "train.save_every=3",
+            "train.log_every=1", "objective.crop_scale=0.3", "objective.flip=true", "train.keep_last=2"]
+    whole = run_cli("finetune", *args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    resumed = run_cli("finetune", *args, f"train.resume={tmp_path / 'whole' / 'checkpoints' / 'step-00000003'}",
+                      f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    want = {r["step"]: r["loss"] for r in records(tmp_path / "whole")}
+    got = {r["step"]: r["loss"] for r in records(tmp_path / "resumed")}
+    assert [s for s in got if s > 3] == [4, 5, 6]
+    assert all(got[s] == want[s] for s in (4, 5, 6)), (got, want)

@@ -15,7 +15,7 @@ from typing import Literal, Optional
 from ptcli.data import records
 from ptcli.data.sources.base import Log, Source
 from ptcli.data.sources.files import FileSource
-from ptcli.data.sources.images import VAL_FOLDERS, class_folders, folder_stats
+from ptcli.data.sources.folders import ClassFolders, class_folders, folder_stats
 from ptcli.errors import PtcliError
 
 AUDIO_SUFFIXES = (".wav", ".wave")
@@ -52,44 +52,12 @@ class Checked:
 
 
 @dataclass(eq=False)
-class AudioFolder(Source):
-    """Class folders: ``<path>/<class>/*.wav`` (the folder name is the label). When ``path`` holds ``train/``, that
-    is the training data and ``validation/`` (or ``val/``, ``valid/``) the validation data; else ``val_dir``, else
-    ``val_fraction`` held out with a fixed seed."""
+class AudioFolder(ClassFolders):
+    """Class folders of WAV files: ``<path>/<class>/*.wav`` (the splits as ``ClassFolders`` says)."""
 
-    path: str = "???"  # the folder of class folders, or of train/ (and validation/)
-    val_dir: Optional[str] = None  # validation class folders (default: <path>/validation when it exists)
-    val_fraction: float = 0.1
-    label_column: str = "label"
     audio_column: str = "audio"
     bad_audio: Literal["fail", "skip"] = "fail"  # a .wav file that is no WAV: an error, or skipped and counted
-
-    def train_dir(self) -> Path:
-        root = Path(self.path).expanduser()
-        return root / "train" if (root / "train").is_dir() else root
-
-    def validation_dir(self) -> Path | None:
-        if self.val_dir:
-            return Path(self.val_dir).expanduser()
-        root = Path(self.path).expanduser()
-        if (root / "train").is_dir():
-            return next((root / n for n in VAL_FOLDERS if (root / n).is_dir()), None)
-        return None
-
-    def has_split(self, split: str) -> bool:
-        return split == "train" or self.validation_dir() is not None
-
-    def records(self, split: str = "train", log: Log = print) -> Iterator[tuple[str, dict]]:
-        if split == "val":
-            folder = self.validation_dir()
-            if folder is None:
-                raise PtcliError(f"'{self.path}' has no validation folder", fix="set dataset.val_dir=<folder>")
-            yield from self.folder_records(folder, log, "dataset.val_dir")
-        else:
-            yield from self.train_records(log)
-
-    def train_records(self, log: Log) -> Iterator[tuple[str, dict]]:
-        yield from self.folder_records(self.train_dir(), log, "dataset.path")
+    example = "*.wav"
 
     def folder_records(self, folder: Path, log: Log, key: str) -> Iterator[tuple[str, dict]]:
         checked, found = Checked(self.bad_audio, key), 0
@@ -107,34 +75,8 @@ class AudioFolder(Source):
             raise PtcliError(f"no WAV files in the class folders of '{folder}'", where=key,
                              fix="put WAV files in <folder>/<class>/ (the folder name is the label)")
 
-    def fingerprint(self, split: str = "train") -> str:
-        folder = self.validation_dir() if split == "val" else self.train_dir()
-        return records.json_dumps({"source": "AudioFolder", "folder": str(folder), "stats": folder_stats(folder),
-                                   "bad_audio": self.bad_audio})
-
-    def train_fingerprint(self) -> dict:
-        return {"folder": str(self.train_dir()), "stats": folder_stats(self.train_dir())}
-
-    def describe(self, split: str = "train") -> str:
-        return str(self.validation_dir() if split == "val" else self.train_dir())
-
-    def train_description(self) -> str:
-        return str(self.train_dir())
-
-    def own_problems(self, check_files: bool) -> list[str]:
-        if self.path in ("???", "", None):
-            return ["missing required value 'dataset.path' (set it: dataset.path=<folder of class folders>)"]
-        if not check_files:
-            return []
-        for key, folder in (("dataset.path", Path(self.path).expanduser()),
-                            ("dataset.val_dir", Path(self.val_dir).expanduser() if self.val_dir else None)):
-            if folder is not None and not folder.is_dir():
-                return [f"{key}: '{folder}' is not a folder (give a folder of class folders: <folder>/<class>/*.wav)"]
-        for key, folder in (("dataset.path", self.train_dir()), ("dataset.val_dir", self.validation_dir())):
-            if folder is not None and not [p for p in folder.iterdir() if p.is_dir()]:
-                return [f"{key}: '{folder}' holds no class folders (<folder>/<class>/*.wav; the folder name is the "
-                        "label)"]
-        return []
+    def reading_options(self) -> dict:
+        return {"bad_audio": self.bad_audio}
 
 
 @dataclass(eq=False)
