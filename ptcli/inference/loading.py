@@ -13,7 +13,7 @@ from ptcli.models.families import ENCODERS
 
 # How generate and evaluate use a model of each inference kind: the transformers auto class that loads it.
 KIND_CLASSES = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
-                "fill-mask": "AutoModelForMaskedLM"}
+                "fill-mask": "AutoModelForMaskedLM", "replaced": "AutoModelForPreTraining"}
 
 
 @dataclass
@@ -86,8 +86,9 @@ def hf_config(path: str):
 
 
 def detect_kind(config, run_cfg: dict | None = None) -> str:
-    """causal, seq2seq or fill-mask: from the run's objective, else the config (encoder-decoder flag,
-    architectures, model_type). Raises PtcliError for heads that do not generate (classifiers)."""
+    """causal, seq2seq, fill-mask or replaced (an ELECTRA discriminator): from the run's objective, else the config
+    (encoder-decoder flag, architectures, model_type). Raises PtcliError for heads that do not generate
+    (classifiers)."""
     kind = objective_kind((run_cfg or {}).get("objective"))
     if kind == "classify":
         raise PtcliError("the model is a fine-tuned classifier, which does not generate text",
@@ -102,9 +103,7 @@ def detect_kind(config, run_cfg: dict | None = None) -> str:
     if getattr(config, "is_encoder_decoder", False):
         return "seq2seq"
     if "ElectraForPreTraining" in (getattr(config, "architectures", None) or []):
-        raise PtcliError("the model is an ELECTRA discriminator (replaced-token detection), which has no masked-LM "
-                         "head to fill masks with", fix="Generate with its generator, model.path=<run>/generator "
-                         "(objective=electra runs export it there), or fine-tune the discriminator")
+        return "replaced"  # a discriminator: per-token replaced probabilities (its generator fills masks)
     for arch in getattr(config, "architectures", None) or []:
         if arch.endswith("ForMaskedLM") or arch.endswith("ForPreTraining"):
             return "fill-mask"

@@ -17,6 +17,8 @@ def record(result, many_sequences: bool) -> dict:
         out.update(completion=result.text, new_tokens=result.new_tokens, finish_reason=result.finish_reason)
         if many_sequences:
             out["index"] = result.index
+    elif hasattr(result, "tokens"):  # an ELECTRA discriminator's judgement of every token
+        out.update(completion=result.text, tokens=result.tokens)
     else:  # a filled mask
         out.update(completion=result.text, masks=result.masks)
     return out
@@ -46,6 +48,8 @@ class Writer:
 
         if isinstance(result, Completion):
             return result.prompt.text + result.text if self.kind == "causal" else result.text
+        if hasattr(result, "tokens"):  # replaced tokens in [brackets], then each token's probability
+            return result.text + "\n  " + "  ".join(f"{t['token']} {t['replaced']:.2f}" for t in result.tokens)
         lines = [result.text]
         for n, entry in enumerate(result.masks, 1):
             shown = "  ".join(f"{c['token']} ({c['score']:.3f})" for c in entry["candidates"])

@@ -37,7 +37,7 @@ class Electra(LanguageModelling):
 
     name = "electra"
     auto_class = "AutoModelForPreTraining"
-    inference = None  # evaluate loads the discriminator and its generator/ beside it; generate refuses it
+    inference = None  # evaluate loads the discriminator and its generator/; generate reports replaced tokens
     metrics = (LOSS, Metric("gen_loss", higher_is_better=False), Metric("disc_loss", higher_is_better=False),
                Metric("disc_accuracy"), Metric("disc_auc"), Metric("replaced_accuracy", shown=False))
     tokenizer_kind = "wordpiece"

@@ -61,13 +61,17 @@ class Session:
         self.loaded = load_for_inference(cfg.model, cfg.device, cfg.kind, self.log)
         if self.loaded.kind == "fill-mask":
             self.engine = MaskFiller(self.loaded, cfg.top_k, cfg.truncate, self.log)
+        elif self.loaded.kind == "replaced":
+            from ptcli.inference.replaced import ReplacedTokens
+
+            self.engine = ReplacedTokens(self.loaded, cfg.truncate, self.log)
         else:
             from ptcli.inference.decoding import Decoder
 
             self.engine = Decoder(self.loaded, cfg, self.log)
         mode = cfg.output if cfg.output != "auto" else ("text" if self.stdout.isatty() else "jsonl")
         self.writer = Writer(mode, self.stdout, self.loaded.kind, cfg.num_return_sequences > 1)
-        self.stream = (mode == "text" and self.stdout.isatty() and self.loaded.kind != "fill-mask"
+        self.stream = (mode == "text" and self.stdout.isatty() and self.loaded.kind not in ("fill-mask", "replaced")
                        and cfg.num_return_sequences == 1 and cfg.num_beams == 1)
         self.reader = PromptReader(self.source, cfg.prompt, cfg.prompts_file, self.stdin, self.stderr)
         self.progress = self.stderr.isatty() and not self.stdout.isatty() and self.source != "interactive"
@@ -97,6 +101,8 @@ class Session:
             streaming = self.stream and len(batch) == 1
             if self.loaded.kind == "fill-mask":
                 results = self.engine.fill(batch)
+            elif self.loaded.kind == "replaced":
+                results = self.engine.detect(batch)
             else:
                 if streaming:
                     self.writer.begin_stream(batch[0].text)

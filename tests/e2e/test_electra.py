@@ -60,9 +60,22 @@ def test_electra_pretrains_resumes_exports_evaluates_and_finetunes(tmp_path, sen
     metrics, last = json.loads(evaluated.stdout), evals(run)[-1]
     for key in ("loss", "gen_loss", "disc_loss", "disc_accuracy", "disc_auc"):
         assert metrics[key] == pytest.approx(last[f"val_{key}"], rel=1e-5), key
-    # generate refuses the discriminator (no masked-LM head) and fills masks with the generator
-    refused = run_cli("generate", f"model.path={run}", "prompt=the [MASK] sat", "device=cpu", cwd=tmp_path)
-    assert refused.returncode != 0 and "ELECTRA discriminator" in refused.stderr, refused.stderr[-2000:]
+    # generate on the discriminator: each token's replaced probability (JSON Lines); the generator fills masks
+    judged = run_cli("generate", f"model.path={run}", "prompt=the cat sat on the mat", "device=cpu", cwd=tmp_path)
+    assert judged.returncode == 0, judged.stderr[-2000:]
+    line = json.loads(judged.stdout.splitlines()[0])
+    assert line["prompt"] == "the cat sat on the mat" and line["tokens"]
+    assert all(0 <= t["replaced"] <= 1 and isinstance(t["token_id"], int) for t in line["tokens"])
+    import torch
+    from transformers import AutoTokenizer, ElectraForPreTraining
+
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    ids = tokenizer("the cat sat on the mat", return_tensors="pt")
+    with torch.no_grad():
+        want = torch.sigmoid(ElectraForPreTraining.from_pretrained(run / "model").eval()(**ids).logits[0])
+    special = set(tokenizer.all_special_ids)
+    want = [round(float(p), 6) for t, p in zip(ids["input_ids"][0].tolist(), want) if t not in special]
+    assert [t["replaced"] for t in line["tokens"]] == pytest.approx(want, abs=1e-5)
     filled = run_cli("generate", f"model.path={run / 'generator'}", "prompt=the [MASK] sat", "device=cpu",
                      cwd=tmp_path)
     assert filled.returncode == 0 and '"masks"' in filled.stdout, filled.stderr[-2000:]
