@@ -157,6 +157,8 @@ class GenerateVerbConfig:
     prompts_file: Optional[str] = None  # .txt (one prompt per line) or .jsonl ("prompt" + fields carried through)
     output: Literal["auto", "text", "jsonl"] = "auto"  # auto: text on a terminal, jsonl otherwise
     kind: Literal["auto", "causal", "seq2seq", "fill-mask", "replaced"] = "auto"  # auto: from the model (or run)
+    chat: Literal["auto", "on", "off"] = "auto"  # auto: a causal LM whose tokenizer has a chat template gets it
+    system: Optional[str] = None  # chat: a system message before every prompt
     truncate: Literal["left", "fail"] = "left"  # a prompt longer than the model's context: keep its end, or refuse
     batch_size: int = 8  # prompts per forward pass (left-padded for decoder-only models)
     max_new_tokens: int = 50

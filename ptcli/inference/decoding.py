@@ -144,6 +144,23 @@ def first_stop(text: str, stops: list[str]) -> int | None:
     return min(found) if found else None
 
 
+def chat_mode(tokenizer, kind: str, cfg, log) -> bool:
+    """Whether prompts go through the tokenizer's chat template (``chat``: auto uses it when a causal LM's tokenizer
+    has one; on insists; off never), said once in the log."""
+    template = getattr(tokenizer, "chat_template", None)
+    if cfg.chat == "on" and not template:
+        raise PtcliError("chat=on, but the model's tokenizer has no chat template",
+                         fix="Use chat=off (prompts as they are), or a model whose tokenizer has a chat_template")
+    chat = bool(template) and cfg.chat != "off" and (kind == "causal" or cfg.chat == "on")
+    if cfg.system and not chat:
+        raise PtcliError("system= needs a chat template, and this model's prompts go to it as they are",
+                         fix="Leave system unset, or use an instruct model whose tokenizer has a chat template")
+    if chat:
+        log("chat: each prompt goes to the model as a user turn of the tokenizer's chat template"
+            + (", after the system message" if cfg.system else "") + " (chat=off sends prompts as they are)")
+    return chat
+
+
 class Decoder:
     """Turns batches of prompts into completions with the settings of a ``generate`` config."""
 
@@ -163,13 +180,24 @@ class Decoder:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.pad_id = self.tokenizer.pad_token_id
         self.seeded = cfg.do_sample and cfg.num_beams == 1  # else beam sampling: torch's global generator
+        self.chat = chat_mode(self.tokenizer, self.kind, cfg, log)
+
+    def formatted(self, prompt: Prompt) -> str:
+        """The text the model sees: the prompt, or (chat) the tokenizer's chat template around it as a user turn."""
+        if not self.chat:
+            return prompt.text
+        messages = ([{"role": "system", "content": self.cfg.system}] if self.cfg.system else []) + [
+            {"role": "user", "content": prompt.text}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     # -- prompts to padded tensors -------------------------------------------------------------------------
     def encode(self, prompts: list[Prompt]) -> tuple[list[Prompt], list[list[int]], list[BadPrompt]]:
         """Token ids per prompt, cut to the context budget (from the left) or refused, as ``truncate`` says."""
         kept, ids_list, bad = [], [], []
         special = set(self.tokenizer.all_special_ids)
-        for prompt, ids in zip(prompts, self.tokenizer([p.text for p in prompts])["input_ids"]):
+        # a chat template writes its own special tokens (BOS, turn markers): add none on top
+        encoded = self.tokenizer([self.formatted(p) for p in prompts], add_special_tokens=not self.chat)["input_ids"]
+        for prompt, ids in zip(prompts, encoded):
             if self.budget is not None and len(ids) > self.budget:
                 if self.cfg.truncate == "fail":
                     bad.append(BadPrompt(prompt.where, f"the prompt has {len(ids)} tokens, more than the "

@@ -191,3 +191,48 @@ def test_gpt2_preset_composes_the_classic_example(models, tmp_path):
                           "prompt=\"Hello, I'm a language model,\"", "max_new_tokens=6")
     assert records[0]["prompt"] == "Hello, I'm a language model,"
     assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+
+
+def test_a_chat_model_gets_its_template_and_a_system_message(models, tmp_path, monkeypatch):
+    """An instruct model's tokenizer carries a chat template: chat=auto sends each prompt as a user turn in it, which
+    is exactly the completion of the templated text sent as it is (chat=off)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "chat-model"
+    shutil.copytree(models["gpt2"], folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    from ptcli.inference.decoding import Decoder
+
+    seen, encode = [], Decoder.encode
+
+    def recording(self, prompts):
+        kept, ids_list, bad = encode(self, prompts)
+        seen.extend(ids_list)
+        return kept, ids_list, bad
+
+    monkeypatch.setattr(Decoder, "encode", recording)
+    chatted, err = generate(tmp_path, f"model.path={folder}", "max_new_tokens=8", "prompt='What is 2+2?'",
+                            "system='Be brief.'")
+    assert "chat: each prompt goes to the model as a user turn" in err and "system message" in err
+    templated = "<|system|> Be brief.\n<|user|> What is 2+2?\n<|assistant|> "
+    (tmp_path / "templated.jsonl").write_text(json.dumps({"prompt": templated}) + "\n")
+    plain, err_off = generate(tmp_path, f"model.path={folder}", "max_new_tokens=8",
+                              f"prompts_file={tmp_path / 'templated.jsonl'}", "chat=off")
+    assert "chat:" not in err_off
+    assert chatted[0]["completion"] == plain[0]["completion"] and chatted[0]["prompt"] == "What is 2+2?"
+    assert seen[0] == seen[1] == tokenizer(templated, add_special_tokens=False)["input_ids"], "the model saw the turn"
+
+
+def test_chat_on_without_a_template_and_a_stray_system_message_are_refused(models, tmp_path):
+    with pytest.raises(PtcliError, match="no chat template"):
+        generate(tmp_path, f"model.path={models['gpt2']}", "prompt=hi", "chat=on")
+    with pytest.raises(PtcliError, match="system= needs a chat template"):
+        generate(tmp_path, f"model.path={models['gpt2']}", "prompt=hi", "system=Be brief.")
