@@ -13,11 +13,11 @@ from ptcli import __version__
 from ptcli.config import paths
 
 VERB_HELP = {
-    "pretrain": "Pretrain a language model (a tiny GPT on the embedded corpus by default).",
+    "pretrain": "Pretrain a model: CLM (a tiny GPT on the embedded corpus by default), MLM, T5/BART, ELECTRA, MAE.",
     "finetune": "Fine-tune a pretrained model on labelled data (same loop as pretrain).",
     "generate": "Generate text from a trained model; completions to stdout, logs to stderr.",
     "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
-    "predict": "Label images or texts with a trained classifier; one JSON line per input to stdout.",
+    "predict": "Label images, texts or audio with a trained classifier; one JSON line per input to stdout.",
     "tokenizer": "Train a tokenizer alone on the dataset's text (BPE or WordPiece) and save it.",
 }
 EXAMPLES = {
