@@ -18,6 +18,19 @@ class Filled:
     masks: list  # [{"position": token index, "candidates": [{"token", "token_id", "score"}]}]
 
 
+def right_padded(ids_list: list[list[int]], pad_id: int):
+    """input_ids and attention_mask of right-padded rows (encoders read a batch this way)."""
+    import torch
+
+    width = max(len(ids) for ids in ids_list)
+    input_ids = torch.full((len(ids_list), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, ids in enumerate(ids_list):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        mask[i, :len(ids)] = 1
+    return input_ids, mask
+
+
 class MaskFiller:
     """Fill masks in batches of prompts (right-padded), ``top_k`` candidates per mask."""
 
@@ -56,12 +69,7 @@ class MaskFiller:
         out: list[Filled | BadPrompt] = list(bad)
         if not kept:
             return out
-        width = max(len(ids) for ids in ids_list)
-        input_ids = torch.full((len(kept), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for i, ids in enumerate(ids_list):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            mask[i, :len(ids)] = 1
+        input_ids, mask = right_padded(ids_list, self.tokenizer.pad_token_id)
         with torch.inference_mode(), self.placement.autocast():
             logits = self.model(input_ids=input_ids.to(self.placement.device),
                                 attention_mask=mask.to(self.placement.device)).logits

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ptcli.inference.fill_mask import right_padded
 from ptcli.inference.prompts import BadPrompt, Prompt
 
 THRESHOLD = 0.5  # a token counts as replaced above this probability
@@ -42,12 +43,7 @@ class ReplacedTokens:
             ids_list.append(list(ids))
         if not kept:
             return out
-        width = max(len(ids) for ids in ids_list)
-        input_ids = torch.full((len(kept), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for i, ids in enumerate(ids_list):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            mask[i, :len(ids)] = 1
+        input_ids, mask = right_padded(ids_list, self.tokenizer.pad_token_id or 0)
         with torch.inference_mode(), self.placement.autocast():
             logits = self.model(input_ids=input_ids.to(self.placement.device),
                                 attention_mask=mask.to(self.placement.device)).logits

@@ -17,14 +17,14 @@ from ptcli.errors import PtcliError
 from ptcli.objectives.base import LOSS, Context, Evaluator, LossOutput, Metric
 from ptcli.objectives.image_classification import ImageEvaluator, _summed
 from ptcli.objectives.labelled import LabelledObjective
-from ptcli.objectives.labels import LabelMap
+from ptcli.objectives.labels import LabelMap, OneLabelEach
 from ptcli.processing.audio import DEFAULT_RATE
 
 __all__ = ["AudioClassification"]
 
 
 @dataclass(eq=False)
-class AudioClassification(LabelledObjective):
+class AudioClassification(OneLabelEach, LabelledObjective):
     """One label per clip; accuracy, top-5 accuracy and macro-F1; label names become the model's id2label."""
 
     name = "audio_classification"
@@ -88,13 +88,6 @@ class AudioClassification(LabelledObjective):
     def rate(self) -> int:
         return int(self.processors["feature_extractor"].sampling_rate)
 
-    def learn(self, train_rows, log) -> None:
-        self.labels = LabelMap.discover(((r, w) for w, r in train_rows), self.label_column)
-        log(f"labels: {self.labels.describe()}")
-
-    def restore(self, model_config) -> None:
-        self.labels = LabelMap.from_config(model_config.id2label)
-
     def encode(self, records: list, wheres: list) -> list:
         out = []
         for record, where in zip(records, wheres):
@@ -113,10 +106,6 @@ class AudioClassification(LabelledObjective):
                 ctx.log(f"note: {long} of {len(examples)} {name} clips are longer than objective.max_seconds="
                         f"{self.max_seconds:g} and are cropped to {self.max_seconds:g} s ({how})")
         return prepared
-
-    def head_kwargs(self) -> dict:
-        return {"num_labels": len(self.labels), "id2label": self.labels.id2label(),
-                "label2id": self.labels.label2id()}
 
     def check_processors(self, processors) -> None:
         if "feature_extractor" not in processors:

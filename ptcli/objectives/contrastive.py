@@ -273,13 +273,11 @@ class Contrastive(LabelledObjective):
     def collate(self, examples, generator=None) -> dict:
         import torch
 
-        from ptcli.processing.images import augment, rgb
+        from ptcli.processing.images import pixel_values
 
-        images = [augment(rgb(e["image"], e.get("where", "")), generator, self.crop_scale, self.flip)
-                  for e in examples]
         text = self.tokenizer([self.caption(e, generator) for e in examples], padding=True, truncation=True,
                               max_length=self.text_max_len, return_tensors="pt")
-        batch = {"pixel_values": self.image_processor(images, return_tensors="pt")["pixel_values"],
+        batch = {"pixel_values": pixel_values(self.image_processor, examples, generator, self.crop_scale, self.flip),
                  "input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
                  "keys": torch.tensor([e["key"] for e in examples])}
         if self.labels is not None:

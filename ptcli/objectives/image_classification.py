@@ -13,14 +13,14 @@ from ptcli.data.records import column
 from ptcli.errors import PtcliError
 from ptcli.objectives.base import LOSS, Context, Evaluator, LossOutput, Metric, MetricEvaluator
 from ptcli.objectives.labelled import LabelledObjective
-from ptcli.objectives.labels import LabelMap
-from ptcli.processing.images import augment, image_processor_for, rgb
+from ptcli.objectives.labels import LabelMap, OneLabelEach
+from ptcli.processing.images import image_processor_for, pixel_values, rgb
 
 __all__ = ["ImageClassification", "rgb"]
 
 
 @dataclass(eq=False)
-class ImageClassification(LabelledObjective):
+class ImageClassification(OneLabelEach, LabelledObjective):
     """One label per image; accuracy, top-5 accuracy and macro-F1; label names become the model's id2label."""
 
     name = "image_classification"
@@ -62,13 +62,6 @@ class ImageClassification(LabelledObjective):
 
         return Processors(image_processor=image_processor_for(ctx.cfg.model))
 
-    def learn(self, train_rows, log) -> None:
-        self.labels = LabelMap.discover(((r, w) for w, r in train_rows), self.label_column)
-        log(f"labels: {self.labels.describe()}")
-
-    def restore(self, model_config) -> None:
-        self.labels = LabelMap.from_config(model_config.id2label)
-
     def encode(self, records: list, wheres: list) -> list:
         out = []
         for record, where in zip(records, wheres):
@@ -77,21 +70,14 @@ class ImageClassification(LabelledObjective):
             out.append(None if image is None else {"image": image, "label": label, "where": where})
         return out
 
-    def head_kwargs(self) -> dict:
-        return {"num_labels": len(self.labels), "id2label": self.labels.id2label(),
-                "label2id": self.labels.label2id()}
-
     def eval_collate(self, examples, generator=None) -> dict:
         return self.collate(examples, generator, augmented=False)
 
     def collate(self, examples, generator=None, augmented: bool = True) -> dict:
         import torch
 
-        processor = self.processors["image_processor"]
-        images = [augment(rgb(e["image"], e.get("where", "")), generator if augmented else None, self.crop_scale,
-                          self.flip)
-                  for e in examples]
-        pixels = processor(images, return_tensors="pt")["pixel_values"]
+        pixels = pixel_values(self.processors["image_processor"], examples, generator if augmented else None,
+                              self.crop_scale, self.flip)
         return {"pixel_values": pixels, "labels": torch.tensor([e["label"] for e in examples])}
 
     def units(self, batch: dict) -> int:

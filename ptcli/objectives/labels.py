@@ -83,3 +83,21 @@ def _is_int(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+class OneLabelEach:
+    """For objectives with one label per example in ``self.label_column`` (images, audio): the label map learned
+    from the training rows, restored from a trained model's config, and written into the model's head."""
+
+    labels: LabelMap | None = None
+
+    def learn(self, train_rows, log) -> None:
+        self.labels = LabelMap.discover(((r, w) for w, r in train_rows), self.label_column)
+        log(f"labels: {self.labels.describe()}")
+
+    def restore(self, model_config) -> None:
+        self.labels = LabelMap.from_config(model_config.id2label)
+
+    def head_kwargs(self) -> dict:
+        return {"num_labels": len(self.labels), "id2label": self.labels.id2label(),
+                "label2id": self.labels.label2id()}

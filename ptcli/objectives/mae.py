@@ -17,7 +17,7 @@ from ptcli.data.records import column
 from ptcli.errors import PtcliError
 from ptcli.objectives.base import LOSS, Context, LossOutput
 from ptcli.objectives.labelled import LabelledObjective
-from ptcli.processing.images import augment, image_processor_for, rgb
+from ptcli.processing.images import image_processor_for, pixel_values
 
 ARCHS = ("vit", "vit_mae")  # families whose sizes make a ViTMAEConfig
 EVAL_SEED = 20211111  # masks without a generator (evaluate): fixed per image
@@ -165,11 +165,8 @@ class MaskedAutoencoder(LabelledObjective):
         return self.collate(examples, generator, augmented=False)
 
     def collate(self, examples, generator=None, augmented: bool = True) -> dict:
-        processor = self.processors["image_processor"]
-        images = [augment(rgb(e["image"], e.get("where", "")), generator if augmented else None, self.crop_scale,
-                          self.flip)
-                  for e in examples]
-        pixels = processor(images, return_tensors="pt")["pixel_values"]
+        pixels = pixel_values(self.processors["image_processor"], examples, generator if augmented else None,
+                              self.crop_scale, self.flip)
         if self.patch_size is None:
             raise RuntimeError("MaskedAutoencoder.collate before build_model or restore: the patch size is unknown")
         patches = (pixels.shape[2] // self.patch_size) * (pixels.shape[3] // self.patch_size)

@@ -61,6 +61,13 @@ def augment(image, generator, crop_scale: float | None = None, flip: bool = Fals
     return image
 
 
+def pixel_values(processor, examples: list, generator, crop_scale: float | None = None, flip: bool = False):
+    """The batch's images (``example["image"]``: a path or a PIL image) opened as RGB, augmented from ``generator``
+    (none when it is None) and processed into one ``pixel_values`` tensor."""
+    images = [augment(rgb(e["image"], e.get("where", "")), generator, crop_scale, flip) for e in examples]
+    return processor(images, return_tensors="pt")["pixel_values"]
+
+
 def vit_image_processor(size: int):
     """A ViT image processor for ``size`` x ``size`` images, normalised to [-1, 1], backed by Pillow (transformers
     processes images with torchvision when it is there and with Pillow otherwise; ask for Pillow by name)."""
