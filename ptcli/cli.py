@@ -18,6 +18,8 @@ VERB_HELP = {
     "generate": "Generate text from a trained model; completions to stdout, logs to stderr.",
     "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
     "predict": "Label images, texts or audio with a trained classifier; one JSON line per input to stdout.",
+    "prune": "Prune a trained model (attention heads, FFN neurons or smallest weights); a before/after report.",
+    "quantize": "Quantize a trained model's Linear layers to int8; a before/after report of size, speed, metric.",
     "tokenizer": "Train a tokenizer alone on the dataset's text (BPE or WordPiece) and save it.",
 }
 EXAMPLES = {
@@ -37,6 +39,12 @@ EXAMPLES = {
                  "ptcli evaluate model.path=outputs/finetune/latest output=json"],
     "predict": ["ls photos/*.jpg | ptcli predict model.path=outputs/finetune/latest > labels.jsonl",
                 "ptcli predict model.path=outputs/finetune/latest input='a gripping, funny film' top_k=2"],
+    "prune": ["ptcli prune model.path=outputs/finetune/latest method=heads amount=0.25",
+              "ptcli finetune model.path=outputs/prune/latest train.max_steps=200   (recovery fine-tuning)",
+              "ptcli prune model.path=outputs/finetune/latest method=magnitude amount=0.3 scope=global"],
+    "quantize": ["ptcli quantize model.path=outputs/finetune/latest",
+                 "ptcli quantize model.path=outputs/finetune/latest method=int8-weight output=json",
+                 "ptcli evaluate model.path=outputs/quantize/latest"],
     "tokenizer": ["ptcli tokenizer dataset=text dataset.files=[corpus.txt] tokenizer.vocab_size=8000",
                   "ptcli pretrain tokenizer.path=outputs/tokenizer/latest/tokenizer"],
 }
@@ -106,7 +114,7 @@ for _verb in paths.VERBS:
 @app.command("config", context_settings=PASS_THROUGH, short_help="Print a verb's composed, resolved config as YAML.")
 def config_command(
     ctx: typer.Context,
-    verb: str = typer.Argument(..., help="pretrain, finetune, generate, evaluate, predict or tokenizer"),
+    verb: str = typer.Argument(..., help="one of: " + ", ".join(paths.VERBS)),
     config_dir: Optional[List[Path]] = typer.Option(None, "--config-dir", metavar="DIR",
                                                     help="Extra folder of config groups."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-VERBS = ("pretrain", "finetune", "generate", "evaluate", "predict", "tokenizer")
+VERBS = ("pretrain", "finetune", "generate", "evaluate", "predict", "prune", "quantize", "tokenizer")
 
 
 def packaged_config_dir() -> Path:
@@ -94,6 +94,14 @@ def read_model_config(path: str) -> dict | None:
     if folder is None or not (folder / "config.json").is_file():
         return None
     return json.loads((folder / "config.json").read_text())
+
+
+def looks_local(path: str) -> bool:
+    """Hub names look like 'org/name' or 'name'; anything with ./, ../, ~, more than one '/', or whose first part is
+    a folder here (outputs/lates: a mistyped run directory, not a Hub name) is local."""
+    first = path.split("/", 1)[0]
+    return (path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
+            or ("/" in path and os.path.isdir(first)))
 
 
 def close_path(path: str) -> str:

@@ -121,6 +121,17 @@ class PeftConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation: the task objective's loss mixed with a frozen teacher's softened outputs."""
+
+    teacher: Optional[str] = None  # a run dir, model folder or Hub name; null: no distillation
+    temperature: float = 2.0  # T: both distributions softened by it; the soft term is scaled by T^2
+    alpha: float = 0.5  # weight of the soft term; the task loss gets 1 - alpha
+    hidden_weight: float = 0.0  # weight of (1 - cosine) between last hidden states (DistilBERT); needs equal widths
+    init_from_teacher: bool = False  # start the student as the teacher with every other layer (DistilBERT)
+
+
+@dataclass
 class RunConfig:
     """Where a run writes its outputs and caches."""
 
@@ -144,6 +155,7 @@ class TrainVerbConfig:
     run: RunConfig = field(default_factory=RunConfig)
     tune: Optional[TuneConfig] = None  # finetune.yaml sets it
     peft: Optional[PeftConfig] = None  # +peft=lora
+    distill: DistillConfig = field(default_factory=DistillConfig)  # distill.teacher=<run> switches it on
 
 
 @dataclass
@@ -206,6 +218,57 @@ class EvaluateVerbConfig:
 
 
 @dataclass
+class LatencyConfig:
+    """How compression commands time a model: forward passes on the CPU, median of ``repeats`` after warm-up."""
+
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    seq_len: Optional[int] = None  # text models: tokens per input; null: the dataset's seq_len (else 128)
+    repeats: int = 10
+    warmup: int = 2
+    threads: Optional[int] = None  # torch threads while timing; null: the run's (the same for before and after)
+
+
+@dataclass
+class PruneVerbConfig:
+    """``prune``: remove weights (magnitude: zeros), attention heads or feed-forward neurons (sliced out)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: Any = None  # null: the run's objective (for importance scores and the metric before and after)
+    dataset: Any = None  # null: the run's dataset
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    method: Literal["magnitude", "heads", "ffn"] = "heads"
+    amount: float = 0.25  # the fraction of weights (magnitude), heads or intermediate neurons to remove
+    scope: Literal["global", "layer"] = "layer"  # rank across the whole model, or remove amount in every layer
+    importance: Literal["gradient", "norm"] = "gradient"  # heads/ffn: |gradient x mask| (Michel et al.) or norms
+    importance_batches: int = 8  # training batches the gradient importance is summed over
+    batch_size: int = 32  # examples per batch for importance and evaluation
+    max_batches: Optional[int] = None  # evaluation: stop after this many batches; null: all of the validation data
+    seed: int = 0
+    evaluate: bool = True  # measure the task metric before and after
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    output: Literal["auto", "table", "json"] = "auto"
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class QuantizeVerbConfig:
+    """``quantize``: int8 weights (and activations) for Linear layers; stored with the recipe that re-applies it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: Any = None
+    dataset: Any = None
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    method: Literal["dynamic-int8", "int8-weight", "int8-dynamic"] = "dynamic-int8"
+    batch_size: int = 32
+    max_batches: Optional[int] = None
+    seed: int = 0
+    evaluate: bool = True
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    output: Literal["auto", "table", "json"] = "auto"
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
 class TokenizerVerbConfig:
     """``tokenizer``: train a tokenizer alone."""
 
@@ -220,5 +283,7 @@ VERB_SCHEMAS: dict[str, type] = {
     "generate": GenerateVerbConfig,
     "evaluate": EvaluateVerbConfig,
     "predict": PredictVerbConfig,
+    "prune": PruneVerbConfig,
+    "quantize": QuantizeVerbConfig,
     "tokenizer": TokenizerVerbConfig,
 }

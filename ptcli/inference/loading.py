@@ -166,7 +166,7 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
     import transformers
 
     from ptcli.models.build import load_pretrained
-    from ptcli.models.placement import resolve
+    from ptcli.models.placement import Placement, resolve
     from ptcli.processing.loading import Processors, load_processors
 
     if not model_cfg.path:
@@ -188,6 +188,12 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
     except ValueError as e:  # the architecture has no such head
         raise PtcliError(f"the model at '{path}' cannot be loaded as a {kind} model: {str(e).splitlines()[0]}",
                          fix="Set kind=causal, seq2seq or fill-mask to match the model") from None
+    if getattr(model, "ptcli_quantized", None) and (placement.device.type != "cpu" or placement.precision != "fp32"):
+        import torch
+
+        log(f"the model is quantized to int8 ({model.ptcli_quantized}, ptcli quantize), which ptcli runs on the CPU "
+            f"only: loading it on the CPU in fp32 instead of {placement.device} in {placement.precision}")
+        placement = Placement(torch.device("cpu"), "fp32")
     model.to(placement.device).eval()
     tokenizer = processors.tokenizer
     embeddings = input_embeddings(model)

@@ -24,6 +24,8 @@ RUNNERS: dict[str, str] = {
     "generate": "ptcli.verbs.generate:run",
     "evaluate": "ptcli.verbs.evaluate:run",
     "predict": "ptcli.verbs.predict:run",
+    "prune": "ptcli.verbs.prune:run",
+    "quantize": "ptcli.verbs.quantize:run",
     "tokenizer": "ptcli.verbs.tokenizer:run",
 }
 

@@ -133,6 +133,11 @@ def load_pretrained(auto, path: str, log=None, trust_remote_code: bool = False, 
         files = sorted(p.name for p in (folder or Path(".")).glob("*.py")) if folder else ["(the Hub repository's)"]
         (log or print)(f"warning: model.trust_remote_code=true: transformers will run the Python code of '{path}' "
                        f"({', '.join(files) or 'none found'})")
+    from ptcli.models import restore
+
+    recipe = restore.recipe_of(folder)
+    if recipe is not None:  # quantized or head-pruned: rebuilt from the recipe beside the weights
+        return restore.load(auto, folder, recipe, log)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:

@@ -37,6 +37,10 @@ def run(cfg, run_dir: Path) -> dict:
     log = MetricsLogger(run_dir, cfg.train.max_steps, enabled=dist.is_rank0, tensorboard=cfg.logger.tensorboard)
     try:
         objective = build(cfg.objective, "objective")
+        if cfg.distill.teacher:
+            from ptcli.objectives.distill import distilled
+
+            objective = distilled(objective, cfg.distill)
         ctx = Context(cfg, build(cfg.dataset, "dataset"), cache_dir(cfg), dist, log.info)
         setup = objective.setup(ctx)
         parts, state = assemble(cfg, objective, setup, ctx, placement, log, run_dir)

@@ -65,9 +65,15 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
         args.append("dataset.hf_name=some/dataset")
     if verb == "predict":  # a classifier (predict refuses language models)
         args.append(f"model.path={inputs / 'classifier'}")
-    elif verb in ("generate", "evaluate") or option == "from-path":
+    elif verb in ("generate", "evaluate", *COMPRESS) or option == "from-path":
         args.append(f"model.path={inputs / 'model'}")
+    if verb in COMPRESS:  # a model folder, not a run: no task to measure unless named (the rule has its own test)
+        args += ["evaluate=false"] + (["importance=norm"] if verb == "prune" else [])
     return args
+
+
+COMPRESS = ("prune", "quantize")
+GIVEN_A_MODEL = ("evaluate", *COMPRESS)  # verbs whose model is model.path, whatever objective is chosen
 
 
 def points():
@@ -94,7 +100,8 @@ TEXT_OBJECTIVES = {"clm", "sft", "mlm", "electra", "seq2seq", "classification", 
                    "span_corruption", "denoising"}
 VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
                  "evaluate": ("from-path", "clm"), "generate": ("from-path", None),
-                 "predict": ("from-path", None), "tokenizer": (None, None)}
+                 "predict": ("from-path", None), "tokenizer": (None, None),
+                 "prune": ("from-path", None), "quantize": ("from-path", None)}
 
 
 def expected_invalid(verb: str, group: str | None, option: str | None) -> str | None:
@@ -104,17 +111,17 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
     if option == "tensorboard" and verb in ("pretrain", "finetune") and importlib.util.find_spec("tensorboard") is None:
         return "needs the tensorboard package"
     model, objective = VERB_DEFAULTS[verb]
-    if group == "model" and verb not in ("generate", "evaluate", "predict"):  # those always get model.path (a gpt2)
+    if group == "model" and verb not in ("generate", "predict", *GIVEN_A_MODEL):  # those always get model.path (a gpt2)
         model = option
     if group == "objective":
         objective = option
-        if option in ("mlm", "electra") and verb != "evaluate":
+        if option in ("mlm", "electra") and verb not in GIVEN_A_MODEL:
             model = "bert-tiny"  # objective=mlm (and electra) selects an encoder unless a model is named
-        if option in ("span_corruption", "denoising") and verb != "evaluate":
+        if option in ("span_corruption", "denoising") and verb not in GIVEN_A_MODEL:
             model = "t5-tiny" if option == "span_corruption" else "bart-tiny"  # they select their model too
-        if option in ("image_classification", "mae", "contrastive") and verb != "evaluate":
+        if option in ("image_classification", "mae", "contrastive") and verb not in GIVEN_A_MODEL:
             model = "vit-tiny"
-        if option == "audio_classification" and verb != "evaluate":
+        if option == "audio_classification" and verb not in GIVEN_A_MODEL:
             model = "wav2vec2-tiny"
     need, kind = OBJECTIVE_NEEDS.get(objective), MODEL_KIND.get(model)
     if kind in ("vision", "audio") and (objective or "clm") in TEXT_OBJECTIVES:

@@ -20,7 +20,7 @@ LAYERS = {
     "config": 1,
     "data": 2, "models": 2, "processing": 2, "metrics": 2,
     "objectives": 3,
-    "training": 4, "inference": 4,
+    "training": 4, "inference": 4, "compression": 4,
     "verbs": 5,
     "launch": 6,
     "cli": 7, "__main__": 8,

@@ -58,3 +58,39 @@ def test_parameter_estimate_matches_transformers(arch):
     model = transformers.AutoModel.from_config(config)
     actual = sum(p.numel() for p in model.parameters())
     assert abs(count_parameters(sizes) - actual) / actual < 0.03
+
+
+def _compress_cfg(**over):
+    import dataclasses
+
+    from ptcli.config.schema import PruneVerbConfig
+
+    cfg = dataclasses.asdict(PruneVerbConfig())
+    cfg.update(over)
+    return cfg
+
+
+def test_compression_without_a_run_must_be_told_the_task_or_not_to_measure_it():
+    from ptcli.config.compression_rules import compress_problems
+
+    assert any("does not know the task" in p for p in compress_problems("prune", _compress_cfg(), False))
+    assert compress_problems("prune", _compress_cfg(), True) == []  # a run brings its objective and dataset
+    assert compress_problems("prune", _compress_cfg(evaluate=False, importance="norm"), False) == []
+    assert compress_problems("prune", _compress_cfg(evaluate=False, method="magnitude"), False) == []
+    assert any("amount" in p for p in compress_problems("prune", _compress_cfg(amount=1.0), True))
+    bad = _compress_cfg(latency={"batch_sizes": [0], "repeats": 0, "seq_len": None, "warmup": 1, "threads": None})
+    assert len(compress_problems("quantize", bad, True)) == 2
+
+
+def test_distillation_settings_are_checked_before_anything_runs():
+    import dataclasses
+
+    from ptcli.config.compression_rules import distill_problems
+    from ptcli.config.schema import DistillConfig
+
+    def problems(**over):
+        return distill_problems({"distill": dataclasses.asdict(DistillConfig()) | over, "model": {}}, False)
+
+    assert problems() == []
+    assert len(problems(teacher="t", temperature=0, alpha=2, hidden_weight=-1)) == 3
+    assert "needs distill.teacher" in problems(init_from_teacher=True)[0]
