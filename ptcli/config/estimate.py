@@ -90,7 +90,21 @@ def plan(verb: str, cfg: dict) -> list[str]:
             lines.append(f"warning: about {total:,.0f} GiB is far beyond any single machine; check the model's sizes "
                          f"(model.hidden={h}, model.layers={sizes['layers']}, model.vocab_size={sizes['vocab_size']}) "
                          f"and train.batch_size / dataset.seq_len")
+        teacher = teacher_parameters(cfg)
+        if teacher:
+            lines.append(f"distill: the teacher has about {teacher / 1e6:.2f}M parameters: +{teacher * 4 / 2**30:.2f} "
+                         f"GiB of weights and a forward pass (2N FLOPs per token) every micro-batch")
         if train.get("max_steps"):
+            flops = (6 * params + 2 * teacher) * train["max_steps"] * train["batch_size"] * seq
             lines.append(f"work: {train['max_steps']} steps = {train['max_steps'] * train['batch_size'] * seq:,} "
-                         f"tokens, about {6 * params * train['max_steps'] * train['batch_size'] * seq:.2e} FLOPs")
+                         f"tokens, about {flops:.2e} FLOPs" + (" (the teacher's included)" if teacher else ""))
     return lines
+
+
+def teacher_parameters(cfg: dict) -> int:
+    """The distillation teacher's approximate parameters (0: no teacher, or one not on this machine)."""
+    teacher = (cfg.get("distill") or {}).get("teacher")
+    sizes = model_sizes({"path": teacher}) if teacher else None
+    if not sizes or sizes.get("hidden") is None or sizes.get("vocab_size") is None or sizes.get("layers") is None:
+        return 0
+    return count_parameters(sizes)

@@ -94,3 +94,24 @@ def test_distillation_settings_are_checked_before_anything_runs():
     assert problems() == []
     assert len(problems(teacher="t", temperature=0, alpha=2, hidden_weight=-1)) == 3
     assert "needs distill.teacher" in problems(init_from_teacher=True)[0]
+
+
+def test_the_dry_run_counts_a_distillation_teacher(tmp_path):
+    import json
+
+    from ptcli.config.estimate import plan, teacher_parameters
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 2, "vocab_size": 100,
+                                                      "intermediate_size": 128, "max_position_embeddings": 32}))
+    student = {"arch": "bert", "hidden": 32, "layers": 1, "heads": 2, "vocab_size": 100, "max_positions": 32}
+    cfg = {"model": student, "train": {"batch_size": 4, "grad_accum": 1, "max_steps": 10}, "dataset": {"seq_len": 16},
+           "distill": {"teacher": str(tmp_path)}}
+    teacher = teacher_parameters(cfg)
+    assert teacher == count_parameters({"arch": "bert", "hidden": 64, "layers": 2, "heads": 2, "vocab_size": 100,
+                                        "intermediate": 128, "max_positions": 32, "tie_embeddings": True})
+    lines = plan("finetune", cfg)
+    assert any(line.startswith("distill: the teacher has about") for line in lines)
+    work = next(line for line in lines if line.startswith("work:"))
+    assert f"{(6 * count_parameters(student) + 2 * teacher) * 10 * 4 * 16:.2e}" in work
+    assert teacher_parameters({"distill": {"teacher": None}}) == 0
