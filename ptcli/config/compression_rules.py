@@ -28,9 +28,6 @@ def distill_problems(cfg: dict, check_files: bool) -> list[str]:
         where = "does not exist" + close_path(str(teacher)) if not os.path.exists(os.path.expanduser(str(teacher))) \
             else "is not a model folder or run directory (no config.json)"
         problems.append(f"distill.teacher '{teacher}' {where}")
-    if distill["init_from_teacher"] and (cfg.get("model") or {}).get("path"):
-        problems.append("distill.init_from_teacher=true builds the student from the teacher, so model.path must not "
-                        "be set too (remove model.path, or set distill.init_from_teacher=false)")
     return problems
 
 

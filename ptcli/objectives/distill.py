@@ -53,7 +53,7 @@ class Distillation:
 
     def load_processors(self, ctx):
         cfg = ctx.cfg
-        if not cfg.tokenizer.path and not cfg.model.path:
+        if not cfg.tokenizer.path and (self.distill.init_from_teacher or not cfg.model.path):
             ctx.log(f"distill: the student uses the teacher's tokenizer ({self.distill.teacher})")
             ctx = self._teacher_ctx(ctx, tokenizer={"path": str(self.distill.teacher)})
         return super().load_processors(ctx)
@@ -61,6 +61,9 @@ class Distillation:
     def build_model(self, ctx, processors):
         if not self.distill.init_from_teacher:
             return super().build_model(ctx, processors)
+        if ctx.cfg.model.path:
+            ctx.log(f"distill: init_from_teacher: the student is built from the teacher, not model.path "
+                    f"({ctx.cfg.model.path})")
         model = super().build_model(self._teacher_ctx(ctx, model={"path": str(self.distill.teacher)}), processors)
         kept = keep_every_other_layer(model)
         ctx.log(f"distill: the student is the teacher with layers {kept} (every other one)")
