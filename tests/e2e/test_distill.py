@@ -77,3 +77,27 @@ def test_a_causal_lm_distils_token_by_token(tmp_path):
     last = records(tmp_path / "student" / "pretrain" / "latest")[-1]
     assert last["kd_loss"] > 0 and last["task_loss"] > 0
     assert last["loss"] == pytest.approx(0.5 * last["task_loss"] + 0.5 * 4 * last["kd_loss"], rel=1e-3)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_the_teacher_is_replicated_or_sharded_with_the_student(tmp_path, strategy):
+    import os
+    import subprocess
+    import sys
+
+    common = ["model=gpt2-tiny", "model.layers=2", "model.hidden=32", "model.heads=2", "dataset.seq_len=32",
+              "train.batch_size=8", "device=cpu", "device.threads=1", "train.log_every=1",
+              "dataset.embedded_bytes=150000"]
+    proc = run_cli("pretrain", *common, "train.max_steps=2", "run.out_dir=teacher", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    teacher_run = tmp_path / "teacher" / "pretrain" / "latest"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                           "-m", "ptcli", "pretrain", *common, "model.layers=1", "train.max_steps=2",
+                           f"distill.teacher={teacher_run}", f"tokenizer.path={teacher_run}",
+                           f"device.strategy={strategy}", f"hydra.run.dir={tmp_path / 'student'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = records(tmp_path / "student")[-1]
+    assert last["kd_loss"] > 0 and "helpers: teacher" in proc.stdout
