@@ -16,6 +16,7 @@ VERB_HELP = {
     "pretrain": "Pretrain a model: CLM (a tiny GPT on the embedded corpus by default), MLM, T5/BART, ELECTRA, MAE.",
     "finetune": "Fine-tune a pretrained model on labelled data (same loop as pretrain).",
     "generate": "Generate text from a trained model; completions to stdout, logs to stderr.",
+    "chat": "Chat with a trained model: user lines from stdin, streamed replies to stdout; /reset, /system, /exit.",
     "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
     "predict": "Label images, texts or audio with a trained classifier; one JSON line per input to stdout.",
     "prune": "Prune a trained model (attention heads, FFN neurons or smallest weights); a before/after report.",
@@ -35,6 +36,9 @@ EXAMPLES = {
                  "also: +peft=lora (LoRA), tune.freeze_layers=N, tune.head_only=true, tune.layer_lr_decay=0.9"],
     "generate": ["ptcli generate model.path=outputs/pretrain/latest prompt='Once upon a time'",
                  "cat prompts.txt | ptcli generate model.path=outputs/pretrain/latest > out.jsonl"],
+    "chat": ["ptcli chat model.path=outputs/finetune/latest system='You are a helpful assistant.'",
+             "printf 'hi\\nwhat is 2+2\\n' | ptcli chat model.path=outputs/finetune/latest > replies.txt",
+             "also: do_sample=true temperature=0.7 top_p=0.9 max_new_tokens=128 (as generate)"],
     "evaluate": ["ptcli evaluate model.path=outputs/pretrain/latest",
                  "ptcli evaluate model.path=outputs/finetune/latest output=json"],
     "predict": ["ls photos/*.jpg | ptcli predict model.path=outputs/finetune/latest > labels.jsonl",
@@ -76,6 +80,10 @@ def verb_help(verb: str, config_dirs: list[str] = ()) -> str:
     lines = [VERB_HELP[verb], "", "\b", "Config groups (choose with group=option):"]
     for group in paths.defaults_groups(verb):
         lines.append(f"  {group}: {', '.join(paths.group_options(group, config_dirs)) or '(none yet)'}")
+    from ptcli.config.keys import help_lines, sections
+
+    lines += ["", "\b", "Settings (key=default):", *help_lines(verb)]
+    lines += [f"  ...and the sections {', '.join(sections(verb))}: `ptcli config {verb}` prints every key"]
     lines += ["", "\b", "Examples:", *(f"  {e}" for e in EXAMPLES[verb])]
     return "\n".join(lines)
 
@@ -122,14 +130,27 @@ def config_command(
     """Print the fully composed, resolved config of VERB with the given overrides, as YAML.
 
     Example: ptcli config pretrain +objective=mlm optim.lr=3e-4
+
+    ptcli config cp GROUP/OPTION DEST copies a shipped config (comments included) to edit: DEST/GROUP/my-OPTION.yaml
+    (then --config-dir DEST), or DEST when it ends in .yaml.
     """
     _set_debug(debug)
     from ptcli.errors import PtcliError, report
     from ptcli.launch.entry import config_yaml
 
     try:
+        if verb == "cp":  # ptcli config cp <group>/<option> <dest>
+            if len(ctx.args) != 2:
+                raise PtcliError("ptcli config cp takes a config and a destination",
+                                 fix="ptcli config cp model/bert-tiny my-configs   (then --config-dir my-configs)")
+            target = paths.copy_config(ctx.args[0], ctx.args[1], config_dir or [])
+            group = ctx.args[0].split("/")[0]
+            use = (f"--config-dir {target.parent.parent} {group}={target.stem}" if target.parent.name == group
+                   else f"--config-dir <a folder holding {group}/{target.name}> {group}={target.stem}")
+            print(f"ptcli: copied {ctx.args[0]} to {target}; edit it and use it with {use}", file=sys.stderr)
+            return
         if verb not in paths.VERBS:
-            raise PtcliError(f"unknown verb '{verb}'", fix=f"Choose one of: {', '.join(paths.VERBS)}")
+            raise PtcliError(f"unknown verb '{verb}'", fix=f"Choose one of: {', '.join(paths.VERBS)}, or cp")
         print(config_yaml(verb, ctx.args, config_dir or []), end="")
     except PtcliError as e:
         raise typer.Exit(report(e)) from None
@@ -140,20 +161,25 @@ def export_command(
     checkpoint: Path = typer.Argument(..., help="A run directory (its newest checkpoint) or <run>/checkpoints/step-N"),
     out: Path = typer.Argument(..., help="The model folder to write (a new one, or --force)"),
     force: bool = typer.Option(False, "--force", help="Replace OUT's contents when it exists and is not empty."),
+    merge: bool = typer.Option(False, "--merge", help="A LoRA run: fold its adapter into the base's weights."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
 ) -> None:
     """Gather CHECKPOINT into an ordinary Hugging Face folder OUT (config, safetensors, the run's tokenizer),
     loadable by transformers without ptcli. FSDP's shards from any number of processes are read in one process.
+    With --merge, CHECKPOINT is a LoRA run (or adapter folder) and OUT its model with the adapter merged in.
 
     Example: ptcli export outputs/pretrain/latest/checkpoints/step-00001000 my-model
+
+    Example: ptcli export --merge outputs/finetune/latest merged-model
     """
     _set_debug(debug)
     from ptcli.errors import PtcliError, report
 
     try:
-        from ptcli.verbs.export import export_checkpoint
+        from ptcli.verbs.export import export_checkpoint, export_merged
 
-        export_checkpoint(str(checkpoint), str(out), log=lambda m: print(m, file=sys.stderr), force=force)
+        (export_merged if merge else export_checkpoint)(str(checkpoint), str(out),
+                                                        log=lambda m: print(m, file=sys.stderr), force=force)
     except PtcliError as e:
         raise typer.Exit(report(e)) from None
 

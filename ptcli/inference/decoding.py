@@ -28,8 +28,8 @@ class Completion:
 def check_settings(cfg) -> None:
     """Decoding settings that cannot work together, as one clear error before the model is loaded."""
     problems = []
-    n, beams = cfg.num_return_sequences, cfg.num_beams
-    if cfg.batch_size < 1 or n < 1 or beams < 1 or cfg.max_new_tokens < 1:
+    n, beams = cfg.get("num_return_sequences", 1), cfg.get("num_beams", 1)  # chat has neither (nor batch_size)
+    if cfg.get("batch_size", 1) < 1 or n < 1 or beams < 1 or cfg.max_new_tokens < 1:
         problems.append("batch_size, num_return_sequences, num_beams and max_new_tokens must be at least 1")
     if n > 1 and not cfg.do_sample and beams < n:
         problems.append(f"num_return_sequences={n} needs do_sample=true or num_beams >= {n} "
@@ -144,30 +144,17 @@ def first_stop(text: str, stops: list[str]) -> int | None:
     return min(found) if found else None
 
 
-def chat_mode(tokenizer, kind: str, cfg, log) -> bool:
-    """Whether prompts go through the tokenizer's chat template (``chat``: auto uses it when a causal LM's tokenizer
-    has one; on insists; off never), said once in the log."""
-    template = getattr(tokenizer, "chat_template", None)
-    if cfg.chat == "on" and not template:
-        raise PtcliError("chat=on, but the model's tokenizer has no chat template",
-                         fix="Use chat=off (prompts as they are), or a model whose tokenizer has a chat_template")
-    chat = bool(template) and cfg.chat != "off" and (kind == "causal" or cfg.chat == "on")
-    if cfg.system and not chat:
-        raise PtcliError("system= needs a chat template, and this model's prompts go to it as they are",
-                         fix="Leave system unset, or use an instruct model whose tokenizer has a chat template")
-    if chat:
-        log("chat: each prompt goes to the model as a user turn of the tokenizer's chat template"
-            + (", after the system message" if cfg.system else "") + " (chat=off sends prompts as they are)")
-    return chat
-
-
 class Decoder:
-    """Turns batches of prompts into completions with the settings of a ``generate`` config."""
+    """Turns batches of prompts into completions with the settings of a ``generate`` (or ``chat``) config."""
 
-    def __init__(self, loaded, cfg, log):
+    def __init__(self, loaded, cfg, log, conversation: bool = False):
+        from ptcli.inference.formatting import Formatter
+        from ptcli.inference.loading import run_config
+
         self.model, self.tokenizer, self.kind = loaded.model, loaded.tokenizer, loaded.kind
         self.placement, self.cfg, self.log = loaded.placement, cfg, log
         self.stops = list(cfg.stop)
+        self.beams, self.n = cfg.get("num_beams", 1), cfg.get("num_return_sequences", 1)
         self.budget = None
         if loaded.context:
             self.budget = loaded.context - (cfg.max_new_tokens if self.kind == "causal" else 0)
@@ -179,25 +166,29 @@ class Decoder:
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.pad_id = self.tokenizer.pad_token_id
-        self.seeded = cfg.do_sample and cfg.num_beams == 1  # else beam sampling: torch's global generator
-        self.chat = chat_mode(self.tokenizer, self.kind, cfg, log)
+        self.seeded = cfg.do_sample and self.beams == 1  # else beam sampling: torch's global generator
+        self.format = Formatter(self.tokenizer, self.kind, cfg, log, run_config(loaded.path), conversation)
 
-    def formatted(self, prompt: Prompt) -> str:
-        """The text the model sees: the prompt, or (chat) the tokenizer's chat template around it as a user turn."""
-        if not self.chat:
-            return prompt.text
-        messages = ([{"role": "system", "content": self.cfg.system}] if self.cfg.system else []) + [
-            {"role": "user", "content": prompt.text}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def token_ids(self, prompt: Prompt) -> list[int]:
+        """The prompt's token ids before any cut, of the text ``formatting.Formatter`` makes of it (a chat template,
+        an SFT run's template, or as it is); raises formatting.Refused for a prompt the model cannot take."""
+        text, special = self.format.text(prompt)
+        # a chat template writes its own special tokens (BOS, turn markers), SFT training added none: none on top
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
     # -- prompts to padded tensors -------------------------------------------------------------------------
     def encode(self, prompts: list[Prompt]) -> tuple[list[Prompt], list[list[int]], list[BadPrompt]]:
         """Token ids per prompt, cut to the context budget (from the left) or refused, as ``truncate`` says."""
+        from ptcli.inference.formatting import Refused
+
         kept, ids_list, bad = [], [], []
         special = set(self.tokenizer.all_special_ids)
-        # a chat template writes its own special tokens (BOS, turn markers): add none on top
-        encoded = self.tokenizer([self.formatted(p) for p in prompts], add_special_tokens=not self.chat)["input_ids"]
-        for prompt, ids in zip(prompts, encoded):
+        for prompt in prompts:
+            try:
+                ids = self.token_ids(prompt)
+            except Refused as e:
+                bad.append(BadPrompt(prompt.where, str(e)))
+                continue
             if self.budget is not None and len(ids) > self.budget:
                 if self.cfg.truncate == "fail":
                     bad.append(BadPrompt(prompt.where, f"the prompt has {len(ids)} tokens, more than the "
@@ -238,7 +229,7 @@ class Decoder:
         gen = copy.deepcopy(self.model.generation_config)
         native_sampling = cfg.do_sample and not self.seeded
         gen.update(max_new_tokens=cfg.max_new_tokens, max_length=None, min_length=None, do_sample=native_sampling,
-                   num_beams=cfg.num_beams, num_return_sequences=1 if self.seeded else cfg.num_return_sequences,
+                   num_beams=self.beams, num_return_sequences=1 if self.seeded else self.n,
                    repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
                    temperature=cfg.temperature if native_sampling else None,
                    top_k=cfg.top_k if native_sampling else None, top_p=cfg.top_p if native_sampling else None,
@@ -256,7 +247,7 @@ class Decoder:
         if not kept:
             return list(bad)
         cfg = self.cfg
-        n = cfg.num_return_sequences
+        n = self.n
         input_ids, mask = self.pad(ids_list, repeat=n if self.seeded else 1)
         start = input_ids.shape[1] if self.kind == "causal" else 1
         processors, criteria = [], []
@@ -268,7 +259,7 @@ class Decoder:
         if self.stops:
             criteria.append(StopOnStrings(self.tokenizer, self.stops, start))
         streamer = None
-        if printer_write is not None and len(kept) * n == 1 and cfg.num_beams == 1:
+        if printer_write is not None and len(kept) * n == 1 and self.beams == 1:
             streamer = TokenPrinter(lambda ids: self.completion_text(ids_list[0], ids), printer_write, self.stops)
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -278,7 +269,7 @@ class Decoder:
                 logits_processor=LogitsProcessorList(processors), stopping_criteria=StoppingCriteriaList(criteria),
                 streamer=streamer)
         rows = sequences[:, start:].tolist()
-        stopped = criteria[0].stopped_at if criteria and cfg.num_beams == 1 else {}
+        stopped = criteria[0].stopped_at if criteria and self.beams == 1 else {}
         out: list[Completion | BadPrompt] = list(bad)
         for r, generated in enumerate(rows):
             prompt_no = r // n

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.config import plugins
-from ptcli.config.paths import resolve_model_dir
+from ptcli.config.paths import is_adapter, resolve_model_dir
 from ptcli.errors import PtcliError
 from ptcli.models.families import ENCODERS
 
@@ -38,7 +38,8 @@ def run_config(path: str | None) -> dict | None:
         return None
     p = Path(path).expanduser()
     for run in (p, p.parent if p.name == "model" else None):
-        if run is not None and (run / "config.yaml").is_file() and (run / "model" / "config.json").is_file():
+        if run is not None and (run / "config.yaml").is_file() and (
+                (run / "model" / "config.json").is_file() or (run / "model" / "adapter_config.json").is_file()):
             import yaml
 
             return yaml.safe_load((run / "config.yaml").read_text()) or {}
@@ -71,6 +72,10 @@ def hf_config(path: str):
     folder = resolve_model_dir(path)
     if folder is None:
         check_hub(path)
+    if folder is not None and is_adapter(folder):  # a LoRA adapter: the task model's config saved with it
+        from ptcli.models import adapters
+
+        return adapters.task_config(folder) or hf_config(adapters.base_or_error(folder))
     trust = str(plugins.typed("model.trust_remote_code")).lower() == "true"
     try:
         return AutoConfig.from_pretrained(str(folder or path), trust_remote_code=trust)

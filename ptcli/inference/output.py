@@ -12,7 +12,10 @@ def record(result, many_sequences: bool) -> dict:
     from ptcli.inference.decoding import Completion
 
     out = dict(result.prompt.fields)
-    out["prompt"] = result.prompt.text
+    if result.prompt.messages is not None:  # a conversation: the messages it answers, as they came
+        out["messages"] = result.prompt.messages
+    else:
+        out["prompt"] = result.prompt.text
     if isinstance(result, Completion):
         out.update(completion=result.text, new_tokens=result.new_tokens, finish_reason=result.finish_reason)
         if many_sequences:
@@ -47,7 +50,8 @@ class Writer:
         from ptcli.inference.decoding import Completion
 
         if isinstance(result, Completion):
-            return result.prompt.text + result.text if self.kind == "causal" else result.text
+            shown = self.kind == "causal" and result.prompt.messages is None
+            return result.prompt.text + result.text if shown else result.text
         if hasattr(result, "tokens"):  # replaced tokens in [brackets], then each token's probability
             return result.text + "\n  " + "  ".join(f"{t['token']} {t['replaced']:.2f}" for t in result.tokens)
         lines = [result.text]

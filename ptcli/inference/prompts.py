@@ -22,6 +22,8 @@ class Prompt:
     text: str
     where: str  # "prompt", "prompts.jsonl:3", "stdin:5"
     fields: dict = field(default_factory=dict)
+    messages: list | None = None  # a conversation ({role, content} dicts) to answer; text is then its last turn
+    values: dict | None = None  # a record with the fields of an SFT run's prompt template (text: the filled prompt)
 
 
 @dataclass
@@ -51,9 +53,13 @@ class PromptReader:
     """Iterate prompts (and bad ones) from the chosen source; ``skipped`` counts empty prompts passed over."""
 
     def __init__(self, source: str, prompt=None, prompts_file: str | None = None, stdin=None, stderr=None,
-                 key: str = "prompt", verb: str = "generate", what: str = "a prompt"):
+                 key: str = "prompt", verb: str = "generate", what: str = "a prompt", conversations: bool = False,
+                 template=None):
         self.source, self.prompt, self.prompts_file = source, prompt, prompts_file
         self.key, self.verb, self.what = key, verb, what  # the .jsonl field read; the banner's verb and noun
+        # generate: "messages" lines (.jsonl, and JSON lines on stdin) are conversations; with an SFT run's template
+        # (formatting.RunTemplate) a .jsonl line with its fields and no "prompt" fills it
+        self.conversations, self.template = conversations, template
         self.stdin, self.stderr = stdin, stderr
         self.skipped: list[str] = []
         self._count = 0
@@ -74,10 +80,19 @@ class PromptReader:
         else:
             yield from self._interactive()
 
-    def _new(self, text: str, where: str, fields: dict | None = None) -> Prompt:
-        prompt = Prompt(self._count, text, where, fields or {})
+    def _new(self, text: str, where: str, fields: dict | None = None, **kind) -> Prompt:
+        prompt = Prompt(self._count, text, where, fields or {}, **kind)
         self._count += 1
         return prompt
+
+    def _conversation(self, record: dict, where: str) -> Prompt | BadPrompt:
+        from ptcli.inference.formatting import messages_problem
+
+        messages = record.pop("messages")
+        problem = messages_problem(messages)
+        if problem:
+            return BadPrompt(where, problem)
+        return self._new(messages[-1]["content"], where, record, messages=messages)
 
     def _text(self, text: str, where: str) -> Iterator[Prompt]:
         if text.strip():
@@ -119,7 +134,16 @@ class PromptReader:
             if isinstance(line, BadPrompt):
                 yield line
                 continue
-            yield from self._text(line.rstrip("\r\n"), f"{name}:{number}")
+            text = line.rstrip("\r\n")
+            if self.conversations and text.lstrip().startswith("{") and '"messages"' in text:
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError:
+                    record = None
+                if isinstance(record, dict) and "messages" in record:
+                    yield self._conversation(record, f"{name}:{number}")
+                    continue
+            yield from self._text(text, f"{name}:{number}")
 
     def _jsonl(self, path: str) -> Iterator[Prompt | BadPrompt]:
         for number, line in self._file_lines(path):
@@ -139,10 +163,21 @@ class PromptReader:
             if not isinstance(record, dict):
                 yield BadPrompt(where, f"the line holds a JSON {type(record).__name__}, not an object")
                 continue
+            if self.conversations and self.key not in record and "messages" in record:
+                yield self._conversation(record, where)
+                continue
+            if self.template is not None and self.key not in record and any(f in record for f in self.template.fields):
+                values = {f: record[f] for f in self.template.fields if f in record}
+                yield self._new(self.template.prompt(values), where, record, values=values)
+                continue
             text = record.pop(self.key, None)
             if not isinstance(text, str):
                 found = f"no \"{self.key}\" field" if text is None else f"\"{self.key}\" is a {type(text).__name__}"
-                yield BadPrompt(where, f"{found}; each line needs a \"{self.key}\" string")
+                fields = ", ".join(self.template.fields) if self.template else ""
+                also = [*(['a "messages" list'] if self.conversations else []),
+                        *([f"the prompt template's fields ({fields})"] if self.template else [])]
+                also = f" (or {', or '.join(also)})" if also else ""
+                yield BadPrompt(where, f"{found}; each line needs a \"{self.key}\" string{also}")
                 continue
             if text.strip():
                 yield self._new(text, where, record)

@@ -22,6 +22,7 @@ RUNNERS: dict[str, str] = {
     "pretrain": "ptcli.verbs.train:run",
     "finetune": "ptcli.verbs.train:run",
     "generate": "ptcli.verbs.generate:run",
+    "chat": "ptcli.verbs.chat:run",
     "evaluate": "ptcli.verbs.evaluate:run",
     "predict": "ptcli.verbs.predict:run",
     "prune": "ptcli.verbs.prune:run",
@@ -34,6 +35,11 @@ def prepare_args(verb: str, args: list[str], config_dirs=()) -> list[str]:
     """ptcli's reading of the overrides: ``+group=option`` accepted for groups in the defaults list,
     ``generate``'s ``prompt=`` (``predict``'s ``input=``) taken as literal text (Hydra's grammar would split it at
     commas), and a declared setting that the YAML files leave at its default set with ``++`` (Hydra's add-or-set)."""
+    from ptcli.config.keys import flag_hint
+
+    hint = flag_hint(verb, list(args))
+    if hint:
+        raise PtcliError(hint, fix=f"`ptcli {verb} --help` lists the settings; `ptcli config {verb}` prints them all")
     args = normalise(list(args), paths.defaults_groups(verb))
     if verb in LITERAL:
         args = [quote_prompt(a, LITERAL[verb]) for a in args]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptcli.config.paths import resolve_model_dir
+from ptcli.config.paths import is_adapter, resolve_model_dir
 from ptcli.errors import PtcliError
 from ptcli.models.convert import load_converted
 from ptcli.models.families import size_keys
@@ -133,8 +133,10 @@ def load_pretrained(auto, path: str, log=None, trust_remote_code: bool = False, 
         files = sorted(p.name for p in (folder or Path(".")).glob("*.py")) if folder else ["(the Hub repository's)"]
         (log or print)(f"warning: model.trust_remote_code=true: transformers will run the Python code of '{path}' "
                        f"({', '.join(files) or 'none found'})")
-    from ptcli.models import restore
+    from ptcli.models import adapters, restore
 
+    if folder is not None and is_adapter(folder):  # a LoRA run's model/: its base with the adapter merged in
+        return adapters.load(auto, folder, load_pretrained, log, **kwargs)  # never a folder's code
     recipe = restore.recipe_of(folder)
     if recipe is not None:  # quantized or head-pruned: rebuilt from the recipe beside the weights
         return restore.load(auto, folder, recipe, log)
@@ -144,6 +146,7 @@ def load_pretrained(auto, path: str, log=None, trust_remote_code: bool = False, 
         model, info = auto.from_pretrained(str(folder or path), output_loading_info=True,
                                            trust_remote_code=trust_remote_code, **kwargs)
         new = sorted(set(info.get("missing_keys") or []) | {k for k, *_ in info.get("mismatched_keys") or []})
+        model.ptcli_new_weights = new  # LoRA trains and saves these in full (the adapter alone would lose them)
         if new and log is not None:
             shown = ", ".join(new[:6]) + (f" and {len(new) - 6} more" if len(new) > 6 else "")
             log(f"newly initialised (not in the checkpoint): {shown}")

@@ -15,8 +15,15 @@ def save_folder(model, processors, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    adapter = getattr(model, "peft_config", None) is not None
+    if adapter:
+        from ptcli.models import adapters
+
+        adapters.prepare_save(model)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        if adapter:
+            adapters.write_info(model, tmp)
         if processors is not None:
             processors.save_pretrained(tmp)
         old = None

@@ -18,7 +18,18 @@ from ptcli.objectives.labelled import LabelledObjective
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-DEFAULT_PROMPT_SUFFIX = "\n"
+DEFAULT_PROMPT_SUFFIX = "\n"  # between the prompt and the response
+
+
+def unescape(template: str) -> str:
+    """"\\n" typed on a command line or in single-quoted YAML means a newline (and "\\t" a tab)."""
+    return template.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def before_response(prompt: str) -> str:
+    """The prompt as training writes it before the response: followed by the separator (nothing when empty).
+    ``generate`` on an SFT run writes plain prompts the same way."""
+    return prompt + DEFAULT_PROMPT_SUFFIX if prompt else ""
 
 
 @dataclass(eq=False)
@@ -37,8 +48,17 @@ class SFT(LabelledObjective):
     needs_shape = "decoder"
 
     def __post_init__(self):
-        if self.prompt_template:  # "\n" typed on a command line or in single-quoted YAML means a newline
-            self.prompt_template = self.prompt_template.replace("\\n", "\n").replace("\\t", "\t")
+        if self.prompt_template:
+            self.prompt_template = unescape(self.prompt_template)
+
+    @classmethod
+    def prompt_format(cls, objective: dict, dataset: dict) -> str | None:
+        """The template a model this trained expects its prompts in (``generate`` fills it): the prompt template,
+        else the text column alone; None for chat messages (the tokenizer's chat template formats those)."""
+        if objective.get("messages_column"):
+            return None
+        template = objective.get("prompt_template")
+        return unescape(template) if template else "{" + str(dataset.get("text_column") or "text") + "}"
 
     @classmethod
     def config_problems(cls, cfg: dict, model_config: dict | None) -> list[str]:
@@ -94,7 +114,7 @@ class SFT(LabelledObjective):
         response = text_field(record, self.data.label_column, "dataset.label_column", where)
         if not response.strip():
             return []
-        return [(prompt + DEFAULT_PROMPT_SUFFIX if prompt else "", False), (response, True)]
+        return [(before_response(prompt), False), (response, True)]
 
     def encode(self, records: list, wheres: list) -> list:
         eos = self.tokenizer.eos_token_id

@@ -14,6 +14,7 @@ from ptcli.errors import PtcliError, RunFailure
 COMPLETE = "state.json"  # written last: a folder without it is not a checkpoint
 SHARDED = "sharded"  # FSDP checkpoints: model and optimizer shards (torch.distributed.checkpoint format)
 MODEL_CONFIG = "model_config"  # the model's config.json (+ architectures): what `ptcli export` rebuilds
+TRAINABLE = "trainable.safetensors"  # LoRA runs: the trainable parameters only (adapter, modules saved in full)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -28,7 +29,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 class CheckpointManager:
-    """``<run>/checkpoints/step-<N>/``: weights (safetensors), optimizer, scheduler, RNG and loop state.
+    """``<run>/checkpoints/step-<N>/``: weights (safetensors), optimizer, scheduler, RNG and loop state. A LoRA
+    run's checkpoint holds only its trainable parameters (``trainable.safetensors``): the base stays in its folder.
 
     A save writes ``.tmp-step-<N>`` and renames it into place, so a run killed mid-save (or a full disk)
     leaves the previous checkpoint intact. Loading uses ``torch.load(weights_only=True)``: nothing arbitrary
@@ -85,7 +87,12 @@ class CheckpointManager:
 
         trainer = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
         if not sharded:
-            save_model(model, str(tmp / "model.safetensors"))
+            if is_peft(model):  # the frozen base is reloaded from its own folder at resume
+                from safetensors.torch import save_file
+
+                save_file(trainable_state(model), str(tmp / TRAINABLE))
+            else:
+                save_model(model, str(tmp / "model.safetensors"))
             trainer["optimizer"] = optimizer.state_dict()
         torch.save(trainer, tmp / "optimizer.pt")
         torch.save(rng_state(), tmp / "rng.pt")
@@ -173,6 +180,9 @@ def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
             _load_sharded(path / SHARDED, model, optimizer)
         elif is_fsdp(model):
             _load_full_into_sharded(path, model, optimizer, states["optimizer"])
+        elif (path / TRAINABLE).is_file():
+            load_trainable(model, path / TRAINABLE)
+            optimizer.load_state_dict(states["optimizer"])
         else:
             from safetensors.torch import load_model
 
@@ -193,6 +203,32 @@ def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
     state = json.loads((path / COMPLETE).read_text())
     state.pop(DIGESTS, None)
     return state
+
+
+def is_peft(model) -> bool:
+    return getattr(model, "peft_config", None) is not None
+
+
+def trainable_state(model) -> dict:
+    """The parameters that train, by name (a LoRA run's adapter and the modules it trains in full)."""
+    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model, file: Path) -> None:
+    """A LoRA checkpoint's trainable parameters into the model (its frozen base already loaded); every trainable
+    parameter must be there and nothing else."""
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(str(file))
+    params = dict(model.named_parameters())
+    wanted = {n for n, p in params.items() if p.requires_grad}
+    if set(saved) != wanted:
+        odd = sorted(set(saved) ^ wanted)
+        raise ValueError(f"the checkpoint's trainable parameters do not match the model's ({', '.join(odd[:3])})")
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            params[name].copy_(tensor)
 
 
 def _save_sharded(model, optimizer, folder: Path) -> None:
@@ -247,7 +283,8 @@ def write_model_config(model, folder: Path) -> None:
     """Each Hugging Face model's config.json with its class in ``architectures`` (what ``save_pretrained`` records),
     so that ``ptcli export`` can rebuild the module around a checkpoint's weights: ``model_config/`` for a module
     that is one model, ``model_config/<member>/`` for each member of a ``ModelSet`` (and ``members.json`` naming
-    the export member). Not for LoRA models (their checkpoint holds the base and the adapter: the run exports them)."""
+    the export member). Not for LoRA models (their checkpoint holds only the trainable parameters: the run exports
+    the adapter, and `ptcli export --merge` the merged model)."""
     from torch.distributed.fsdp import FSDPModule
 
     from ptcli.models.modules import ModelSet, hf_members

@@ -71,6 +71,12 @@ def apply_peft(model, peft_cfg, settings: dict, log):
     if peft_cfg.method != "lora":
         raise PtcliError(f"peft.method '{peft_cfg.method}' is not supported", fix="use +peft=lora")
     kwargs = {"r": peft_cfg.r, "lora_alpha": peft_cfg.alpha, "lora_dropout": peft_cfg.dropout, **settings}
+    # weights the base checkpoint lacks (a new head, BERT's pooler) are random: trained and saved in full, so that
+    # the adapter and its base rebuild the same model anywhere
+    new = sorted({k.rsplit(".", 1)[0] for k in getattr(model, "ptcli_new_weights", None) or ()})
+    if new:
+        kwargs["modules_to_save"] = sorted({*(kwargs.get("modules_to_save") or ()), *new})
+        log(f"LoRA: trained in full, as the base checkpoint lacks them: {', '.join(new)}")
     if peft_cfg.target_modules:
         kwargs["target_modules"] = list(peft_cfg.target_modules)
     try:

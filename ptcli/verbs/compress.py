@@ -136,9 +136,13 @@ def run_compression(cfg, run_dir: Path, verb: str, compress: Callable[[Task, Any
 
 
 def model_folder(path: str) -> Path:
-    from ptcli.config.paths import resolve_model_dir
+    """The folder whose weight files the model's size is measured on (a LoRA adapter: its base, which the merged
+    model weighs as much as)."""
+    from ptcli.config.paths import adapter_base, is_adapter, resolve_model_dir
 
     folder = resolve_model_dir(path)
+    if folder is not None and is_adapter(folder) and adapter_base(folder)[0] is not None:
+        return model_folder(adapter_base(folder)[0])
     return Path(folder) if folder is not None else Path(path)
 
 

@@ -26,8 +26,9 @@ def export_checkpoint(source: str, out: str, log=print, force: bool = False) -> 
     config_dir = found / checkpoint.MODEL_CONFIG
     if not (config_dir / "config.json").is_file() and not (config_dir / "members.json").is_file():
         raise PtcliError(f"checkpoint {found} records no model config ({checkpoint.MODEL_CONFIG}/)",
-                         fix="LoRA runs and checkpoints written before ptcli 0.x cannot be exported alone; resume "
-                             "the run with train.resume=<checkpoint> and use its model/ folder")
+                         fix="A LoRA run's checkpoints hold only the adapter: `ptcli export --merge <run> <folder>` "
+                             "writes its final model merged; older checkpoints: resume the run with "
+                             "train.resume=<checkpoint> and use its model/ folder")
     processor_dir = next((run_dir / n for n in RUN_FOLDERS if (run_dir / n).is_dir()), None)
     if processor_dir is None:
         raise PtcliError(f"no tokenizer/ in the run directory {run_dir}",
@@ -65,6 +66,53 @@ def export_checkpoint(source: str, out: str, log=print, force: bool = False) -> 
         written = save_folder(export_model_of(model).eval(), processors, Path(out))
     log(f"exported {found} to {written}")
     return written
+
+
+def export_merged(source: str, out: str, log=print, force: bool = False) -> Path:
+    """``ptcli export --merge``: a LoRA run's adapter (``source``: the run directory, its ``model/`` or ``adapter/``,
+    or an adapter folder) folded into its base's weights, written to ``out`` as an ordinary Hugging Face folder
+    with the tokenizer."""
+    from ptcli.config.paths import adapter_folder, read_model_config
+
+    path = Path(source)
+    if not path.exists():
+        raise PtcliError(f"'{source}' does not exist", fix="Give a LoRA run directory (ptcli finetune +peft=lora)")
+    folder = adapter_folder(source) or adapter_folder(str(path / "adapter"))
+    if folder is None:
+        raise PtcliError(f"'{source}' holds no LoRA adapter (adapter_config.json), so there is nothing to merge",
+                         where="ptcli export --merge",
+                         fix="Use --merge with a run of `ptcli finetune +peft=lora`; a run without LoRA needs no "
+                             "merge: its model/ is already an ordinary Hugging Face folder (and `ptcli export <run> "
+                             "<folder>` exports its newest checkpoint)")
+    check_target(Path(out), folder, force)
+    import torch
+    import transformers
+
+    from ptcli.models.build import load_pretrained
+    from ptcli.models.export import save_folder
+    from ptcli.processing.loading import load_processors
+
+    transformers.utils.logging.disable_progress_bar()
+    arch = ((read_model_config(str(folder)) or {}).get("architectures") or [""])[0]
+    auto = getattr(transformers, arch, None) if arch.endswith(("Model", "LMHeadModel")) or "For" in arch else None
+    if not (isinstance(auto, type) and issubclass(auto, transformers.PreTrainedModel)):
+        auto = _auto_for_task(folder)
+    model = load_pretrained(auto, str(folder), log=log)  # merged (models/adapters.py)
+    with torch.no_grad():
+        written = save_folder(model.eval(), load_processors(str(folder)), Path(out))
+    log(f"merged the LoRA adapter {folder} into its base: {written}")
+    return written
+
+
+def _auto_for_task(folder: Path):
+    """The auto class for an adapter saved without ptcli_adapter.json, from its peft task type."""
+    import transformers
+
+    task = json.loads((folder / "adapter_config.json").read_text()).get("task_type")
+    name = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+            "SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification"}.get(
+        task, "AutoModel")
+    return getattr(transformers, name)
 
 
 def check_target(out: Path, checkpoint_dir: Path, force: bool) -> None:

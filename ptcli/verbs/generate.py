@@ -73,7 +73,9 @@ class Session:
         self.writer = Writer(mode, self.stdout, self.loaded.kind, cfg.num_return_sequences > 1)
         self.stream = (mode == "text" and self.stdout.isatty() and self.loaded.kind not in ("fill-mask", "replaced")
                        and cfg.num_return_sequences == 1 and cfg.num_beams == 1)
-        self.reader = PromptReader(self.source, cfg.prompt, cfg.prompts_file, self.stdin, self.stderr)
+        decoding = self.loaded.kind in ("causal", "seq2seq")
+        self.reader = PromptReader(self.source, cfg.prompt, cfg.prompts_file, self.stdin, self.stderr,
+                                   conversations=True, template=self.engine.format.run if decoding else None)
         self.progress = self.stderr.isatty() and not self.stdout.isatty() and self.source != "interactive"
         self.started = time.perf_counter()
 
@@ -82,6 +84,9 @@ class Session:
         from ptcli.inference.prompts import BadPrompt
 
         for item in self.reader:
+            if not isinstance(item, BadPrompt) and item.messages is not None and not hasattr(self.engine, "format"):
+                item = BadPrompt(item.where, f"the line holds chat \"messages\", which a {self.loaded.kind} model "
+                                             "does not answer (give a \"prompt\" line, or a chat model)")
             if isinstance(item, BadPrompt):
                 self.report(item)
             else:
@@ -105,7 +110,7 @@ class Session:
                 results = self.engine.detect(batch)
             else:
                 if streaming:
-                    self.writer.begin_stream(batch[0].text)
+                    self.writer.begin_stream(batch[0].text if batch[0].messages is None else "")
                 results = self.engine.generate(batch, self.writer.stream_piece if streaming else None)
             for result in results:
                 if isinstance(result, BadPrompt):

@@ -81,6 +81,7 @@ def test_config_prints_resolved_yaml_with_overrides_and_every_default():
     (["model=gpt2-tiny", "objective=mlm"], "objective mlm needs an encoder"),
     (["key=[1,2"], "cannot read the override"),
     (["device.timeout_s=0"], "device.timeout_s must be at least 1 second"),
+    (["--max_steps", "10"], "takes its settings as key=value overrides (Hydra's grammar): train.max_steps=10"),
 ])
 def test_config_errors_are_one_screen_with_exit_2(args, message):
     proc = run_cli("pretrain", "--dry-run", *args)
@@ -131,6 +132,27 @@ def test_export_names_a_missing_checkpoint(tmp_path, what, message):
     assert proc.returncode == 2 and proc.stderr.startswith("ptcli: error:")
     assert message.format(tmp=tmp_path) in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_config_cp_copies_a_shipped_config_that_then_composes_as_a_new_option(tmp_path):
+    proc = run_cli("config", "cp", "model/bert-tiny", str(tmp_path / "mine"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    copy = tmp_path / "mine" / "model" / "my-bert-tiny.yaml"
+    assert f"--config-dir {tmp_path / 'mine'} model=my-bert-tiny" in proc.stderr
+    copy.write_text(copy.read_text().replace("layers: 4", "layers: 3"))
+    proc = run_cli("config", "pretrain", "--config-dir", str(tmp_path / "mine"), "model=my-bert-tiny",
+                   "+objective=mlm", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "layers: 3" in proc.stdout
+    again = run_cli("config", "cp", "model/bert-tiny", str(tmp_path / "mine"), cwd=tmp_path)
+    assert again.returncode == 2 and "exists already" in again.stderr
+
+
+def test_verb_help_lists_its_settings_with_defaults_and_meanings():
+    proc = run_cli("generate", "--help")
+    assert proc.returncode == 0
+    assert re.search(r"max_new_tokens=50", proc.stdout) and "greedy" in proc.stdout
+    assert "ptcli config generate` prints every key" in proc.stdout
 
 
 @pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["config", "pretrain"],
