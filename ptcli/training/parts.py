@@ -167,7 +167,8 @@ def best_exporter(model, objective, processors, cfg, dist, run_dir: Path):
     return on_best
 
 
-def write_summary(run_dir: Path, cfg, objective, state, data, n_params: int, wall: float) -> dict:
+def write_summary(run_dir: Path, cfg, objective, state, data, n_params: int, wall: float,
+                  extras: dict | None = None) -> dict:
     """``summary.json``: what a person (or a Makefile) wants to know about the finished run."""
     facts = dict(data.facts)
     per_char = facts.pop("val_tokens_per_char", None)
@@ -195,5 +196,6 @@ def write_summary(run_dir: Path, cfg, objective, state, data, n_params: int, wal
     if per_char is not None:
         summary["val_bits_per_char"] = last * per_char / math.log(2) if last is not None else None
     summary |= facts
+    summary |= extras or {}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -55,8 +55,12 @@ def run(cfg, run_dir: Path) -> dict:
         if dist.is_rank0:
             final = finetune.export_final(plain, setup.processors, objective, run_dir, cfg, log.info)
             n_params = sum(p.numel() for p in plain.parameters())
-            summary = write_summary(run_dir, cfg, objective, state, setup.data, n_params, time.time() - wall_start)
+            summary = write_summary(run_dir, cfg, objective, state, setup.data, n_params, time.time() - wall_start,
+                                    extras=end_of_run(run_dir, cfg, placement))
             log.info(f"done: {state.step} steps, final model in {final}")
+            from ptcli.training.report import show_summary
+
+            show_summary(summary, objective.unit)
         return summary
     except Exception as e:
         failure = peer_failure(e, dist, run_dir)
@@ -70,6 +74,20 @@ def run(cfg, run_dir: Path) -> dict:
             import torch.distributed as tdist
 
             tdist.destroy_process_group()
+
+
+def end_of_run(run_dir: Path, cfg, placement) -> dict:
+    """What summary.json adds at the end: the peak memory, the mean MFU and the curves' picture."""
+    import statistics
+
+    from ptcli.training.report import peak_memory, plot_curves, read_metrics
+
+    extras = peak_memory(placement.device)
+    mfus = [r["mfu"] for r in read_metrics(run_dir)[0] if isinstance(r.get("mfu"), (int, float))]
+    extras["mfu"] = round(statistics.median(mfus), 4) if mfus else None
+    curves = plot_curves(run_dir, cfg.train.best_metric, title=f"ptcli {run_dir.parent.name}: {run_dir}")
+    extras["curves"] = str(curves) if curves else None
+    return extras
 
 
 def stopped(cfg, run_dir: Path, state, signal_name: str | None, dist, log) -> None:

@@ -27,6 +27,8 @@ def test_classification_with_string_labels_learns_and_exports_a_labelled_hf_mode
     assert summary["best_val"]["accuracy"] >= 0.9, summary
     assert {"loss", "accuracy", "f1_macro", "f1_micro", "mcc", "f1"} <= set(summary["final_val"])
     assert [r["step"] for r in evals(run)] == [20, 40]
+    assert summary["peak_rss_bytes"] > 50 * 2**20 and summary["curves"] == str(run / "curves.png")
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
