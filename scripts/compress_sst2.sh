@@ -20,6 +20,11 @@ SMALL=(model=bert-tiny model.vocab_size=30522 "tokenizer.path=$T" optim.lr=1e-3 
        train.max_steps=800 train.eval_every=800 train.save_every=800)
 $PTCLI finetune "${SST2[@]}" "${SMALL[@]}" run.out_dir="$OUT/small-plain"
 $PTCLI finetune "${SST2[@]}" "${SMALL[@]}" "distill.teacher=$T" distill.alpha=0.7 run.out_dir="$OUT/small-distilled"
+#    ... and both for 2,000 steps (a whole epoch; the plain run then costs what the 800-step distilled one did)
+$PTCLI finetune "${SST2[@]}" "${SMALL[@]}" train.max_steps=2000 train.eval_every=2000 train.save_every=2000 \
+    run.out_dir="$OUT/small-plain-2000"
+$PTCLI finetune "${SST2[@]}" "${SMALL[@]}" train.max_steps=2000 train.eval_every=2000 train.save_every=2000 \
+    "distill.teacher=$T" distill.alpha=0.7 run.out_dir="$OUT/small-distilled-2000"
 
 # 3. a half-depth student: the teacher's layers 0, 2, 4 (DistilBERT's initialisation), 400 steps, task loss alone
 #    (alpha 0) and distilled with DistilBERT's soft/hard/cosine weighting 5/2/1

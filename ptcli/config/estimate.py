@@ -94,6 +94,13 @@ def plan(verb: str, cfg: dict) -> list[str]:
         if teacher:
             lines.append(f"distill: the teacher has about {teacher / 1e6:.2f}M parameters: +{teacher * 4 / 2**30:.2f} "
                          f"GiB of weights and a forward pass (2N FLOPs per token) every micro-batch")
+        scheduler = cfg.get("scheduler") or {}
+        warmup = max(scheduler.get("warmup_steps") or 0,
+                     int((scheduler.get("warmup_ratio") or 0) * (train.get("max_steps") or 0)))
+        if train.get("max_steps") and warmup >= train["max_steps"]:
+            lines.append(f"warning: the warmup ({warmup} steps) is as long as the run (train.max_steps="
+                         f"{train['max_steps']}): the learning rate never reaches optim.lr; lower "
+                         "scheduler.warmup_steps or use scheduler.warmup_ratio")
         if train.get("max_steps"):
             flops = (6 * params + 2 * teacher) * train["max_steps"] * train["batch_size"] * seq
             lines.append(f"work: {train['max_steps']} steps = {train['max_steps'] * train['batch_size'] * seq:,} "

@@ -15,6 +15,9 @@ ENCODE_CHUNK = 1000
 VAL_SPLIT_SEED = 1234  # the carved validation split never depends on train.seed
 
 
+SMALL_VALIDATION = 20  # fewer held-out examples than this make noisy metrics: said at the start of the run
+
+
 def carve_split(rows: list, fraction: float) -> tuple[list, list]:
     """A fixed, seeded validation slice of ``fraction`` of the rows (the rest is training data)."""
     if fraction <= 0 or len(rows) < 2:
@@ -115,6 +118,10 @@ class LabelledObjective(Objective):
             raise PtcliError("dataset is empty: every training row has empty text",
                              fix="check dataset.text_column and the files")
         ctx.log(f"data: {len(train)} training and {len(val)} validation examples ({where})")
+        if not source.has_split("val") and 0 < len(val) < SMALL_VALIDATION:
+            ctx.log(f"warning: only {len(val)} validation example(s) (dataset.val_fraction={source.val_fraction:g} of "
+                    f"{len(rows)} rows): its metrics will jump from one evaluation to the next; raise "
+                    "dataset.val_fraction or give dataset.val_files")
         return Prepared(train, val, facts={"train_examples": len(train), "val_examples": len(val)})
 
     def encode_all(self, rows: list) -> tuple[list, int]:

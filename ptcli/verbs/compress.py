@@ -184,11 +184,9 @@ NOT_METRICS = {"examples", "tokens", "blocks", "batches", "windows", "seq_len", 
 
 def show(report: dict, output: str, stdout) -> None:
     """A table on a terminal (``output=auto``) or with ``output=table``; one JSON object otherwise."""
-    if output == "auto":
-        output = "table" if stdout.isatty() else "json"
-    if output == "json":
-        stdout.write(json.dumps(report) + "\n")
-        stdout.flush()
+    from ptcli.verbs.evaluate import json_unless_table
+
+    if not json_unless_table(report, output, stdout):
         return
     from rich.console import Console
     from rich.table import Table

@@ -113,13 +113,21 @@ def write_outputs(result: dict, cfg, notes: list[str], run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(cfg))
 
 
-def show(result: dict, output: str, stdout) -> None:
-    """``json``: exactly one JSON object on stdout; ``table``: a table on stdout; ``auto``: table on a terminal."""
+def json_unless_table(result: dict, output: str, stdout) -> bool:
+    """``json``: write exactly one JSON object on stdout and return False; ``table`` (``auto`` at a terminal): True,
+    the caller draws its table."""
     if output == "auto":
         output = "table" if stdout.isatty() else "json"
     if output == "json":
         stdout.write(json.dumps(result) + "\n")
         stdout.flush()
+        return False
+    return True
+
+
+def show(result: dict, output: str, stdout) -> None:
+    """``json``: exactly one JSON object on stdout; ``table``: a table on stdout; ``auto``: table on a terminal."""
+    if not json_unless_table(result, output, stdout):
         return
     from rich.console import Console
     from rich.table import Table

@@ -115,3 +115,16 @@ def test_the_dry_run_counts_a_distillation_teacher(tmp_path):
     work = next(line for line in lines if line.startswith("work:"))
     assert f"{(6 * count_parameters(student) + 2 * teacher) * 10 * 4 * 16:.2e}" in work
     assert teacher_parameters({"distill": {"teacher": None}}) == 0
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about():
+    from ptcli.config.estimate import warnings_for
+
+    cfg = {"model": {"arch": "gpt2", "hidden": 32, "layers": 1, "heads": 2, "vocab_size": 100, "max_positions": 32},
+           "train": {"batch_size": 4, "grad_accum": 1, "max_steps": 10}, "dataset": {"seq_len": 16},
+           "scheduler": {"warmup_steps": 50, "warmup_ratio": 0.0}}
+    assert any("warmup (50 steps) is as long as the run" in w for w in warnings_for("pretrain", cfg))
+    cfg["train"]["max_steps"] = 500
+    assert warnings_for("pretrain", cfg) == []
+    cfg["scheduler"] = {"warmup_steps": 0, "warmup_ratio": 1.0}
+    assert warnings_for("pretrain", cfg)

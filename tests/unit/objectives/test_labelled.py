@@ -177,3 +177,19 @@ def test_sft_packing_fills_sequences(bpe):
     examples = [{"input_ids": [1] * 4, "labels": [1] * 4} for _ in range(5)]
     packed = obj.postprocess(examples)
     assert [len(p["input_ids"]) for p in packed] == [8, 8, 4]
+
+
+@pytest.mark.parametrize(("rows", "fraction", "warned"), [(40, 0.02, True), (400, 0.1, False)])
+def test_a_tiny_carved_validation_split_is_warned_about(wordpiece, tmp_path, rows, fraction, warned):
+    from ptcli.objectives.base import Context
+    from ptcli.objectives.classification import SequenceClassification
+    from ptcli.processing.loading import Processors
+
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n" + "".join(f"row {i} was {'good' if i % 2 else 'bad'},{i % 2}\n"
+                                             for i in range(rows)))
+    said = []
+    ctx = Context(cfg=None, source=data_cfg([path], val_fraction=fraction), cache=tmp_path, dist=None,
+                  log=said.append)
+    SequenceClassification().prepare(ctx, Processors(tokenizer=wordpiece))
+    assert any("validation example(s)" in m and m.startswith("warning:") for m in said) == warned
