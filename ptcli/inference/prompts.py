@@ -135,15 +135,22 @@ class PromptReader:
                 yield line
                 continue
             text = line.rstrip("\r\n")
-            if self.conversations and text.lstrip().startswith("{") and '"messages"' in text:
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError:
-                    record = None
-                if isinstance(record, dict) and "messages" in record:
-                    yield self._conversation(record, f"{name}:{number}")
-                    continue
+            record = self._json_line(text)
+            if record is not None:  # JSON Lines on stdin: read as a .jsonl file's line would be
+                yield from self._record(record, f"{name}:{number}")
+                continue
             yield from self._text(text, f"{name}:{number}")
+
+    def _json_line(self, text: str) -> dict | None:
+        """A line that is a JSON object holding the prompt field (or "messages"), else None (literal text)."""
+        if not text.lstrip().startswith("{"):
+            return None
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        wanted = (self.key, "messages") if self.conversations else (self.key,)
+        return record if isinstance(record, dict) and any(k in record for k in wanted) else None
 
     def _jsonl(self, path: str) -> Iterator[Prompt | BadPrompt]:
         for number, line in self._file_lines(path):
@@ -163,26 +170,30 @@ class PromptReader:
             if not isinstance(record, dict):
                 yield BadPrompt(where, f"the line holds a JSON {type(record).__name__}, not an object")
                 continue
-            if self.conversations and self.key not in record and "messages" in record:
-                yield self._conversation(record, where)
-                continue
-            if self.template is not None and self.key not in record and any(f in record for f in self.template.fields):
-                values = {f: record[f] for f in self.template.fields if f in record}
-                yield self._new(self.template.prompt(values), where, record, values=values)
-                continue
-            text = record.pop(self.key, None)
-            if not isinstance(text, str):
-                found = f"no \"{self.key}\" field" if text is None else f"\"{self.key}\" is a {type(text).__name__}"
-                fields = ", ".join(self.template.fields) if self.template else ""
-                also = [*(['a "messages" list'] if self.conversations else []),
-                        *([f"the prompt template's fields ({fields})"] if self.template else [])]
-                also = f" (or {', or '.join(also)})" if also else ""
-                yield BadPrompt(where, f"{found}; each line needs a \"{self.key}\" string{also}")
-                continue
-            if text.strip():
-                yield self._new(text, where, record)
-            else:
-                self.skipped.append(where)
+            yield from self._record(record, where)
+
+    def _record(self, record: dict, where: str) -> Iterator[Prompt | BadPrompt]:
+        """One JSON object: a conversation, the SFT template's fields, or the prompt field plus fields carried."""
+        if self.conversations and self.key not in record and "messages" in record:
+            yield self._conversation(record, where)
+            return
+        if self.template is not None and self.key not in record and any(f in record for f in self.template.fields):
+            values = {f: record[f] for f in self.template.fields if f in record}
+            yield self._new(self.template.prompt(values), where, record, values=values)
+            return
+        text = record.pop(self.key, None)
+        if not isinstance(text, str):
+            found = f"no \"{self.key}\" field" if text is None else f"\"{self.key}\" is a {type(text).__name__}"
+            fields = ", ".join(self.template.fields) if self.template else ""
+            also = [*(['a "messages" list'] if self.conversations else []),
+                    *([f"the prompt template's fields ({fields})"] if self.template else [])]
+            also = f" (or {', or '.join(also)})" if also else ""
+            yield BadPrompt(where, f"{found}; each line needs a \"{self.key}\" string{also}")
+            return
+        if text.strip():
+            yield self._new(text, where, record)
+        else:
+            self.skipped.append(where)
 
     def _interactive(self) -> Iterator[Prompt]:
         """A prompt loop on the terminal: the prompt marker goes to stderr, Ctrl-D (end of input) quits."""

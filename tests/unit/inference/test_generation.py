@@ -61,6 +61,16 @@ def test_prompt_reader_skips_empty_lines_and_reports_bad_json(tmp_path):
     assert [p.text for p in stdin] == ["x", "y"] and stdin.skipped == ["stdin:2", "stdin:3"]
 
 
+def test_json_lines_on_stdin_are_read_as_records_and_other_json_as_text():
+    from ptcli.inference.prompts import PromptReader
+
+    lines = '{"prompt": "a", "id": 7}\n{"not": "a prompt"}\n{broken\nplain\n'
+    got = [(p.text, p.fields) for p in PromptReader("stdin", stdin=io.StringIO(lines))]
+    assert got == [("a", {"id": 7}), ('{"not": "a prompt"}', {}), ("{broken", {}), ("plain", {})]
+    predict = PromptReader("stdin", stdin=io.StringIO('{"input": "b", "k": 1}\n'), key="input", verb="predict")
+    assert [(p.text, p.fields) for p in predict] == [("b", {"k": 1})]
+
+
 def test_prompt_source_rules(tmp_path):
     from ptcli.inference.prompts import choose_source
 
