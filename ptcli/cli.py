@@ -57,7 +57,7 @@ EPILOG = ("Overrides use Hydra's grammar: key=value, group=option, +key=value, ~
           "after a checkpoint (resume with train.resume=auto).")
 
 app = typer.Typer(help="ptcli: pretrain, fine-tune, generate with and evaluate transformer models.",
-                  epilog=EPILOG, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  epilog=EPILOG, no_args_is_help=True, add_completion=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -93,11 +93,21 @@ def _set_debug(debug: bool) -> None:
         os.environ["PTCLI_DEBUG"] = "1"
 
 
+def complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
+    """TAB on a verb's command line: its config groups and options, its keys, the values a key allows."""
+    from ptcli.config.completion import candidates
+
+    return candidates(ctx.command.name, incomplete, early_config_dirs(sys.argv))
+
+
 def make_verb(verb: str):
     """A Typer command for ``verb`` that forwards every other argument to Hydra."""
 
     def command(
         ctx: typer.Context,
+        overrides: Optional[List[str]] = typer.Argument(
+            None, metavar="OVERRIDES", help="key=value, group=option, +key=value, ~key (Hydra's grammar)",
+            autocompletion=complete_override),
         dry_run: bool = typer.Option(False, "--dry-run", help="Compose, validate and estimate; run nothing."),
         multirun: bool = typer.Option(False, "-m", "--multirun", help="Sweep: a=1,2 runs once per value."),
         config_dir: Optional[List[Path]] = typer.Option(
@@ -108,7 +118,8 @@ def make_verb(verb: str):
         _set_debug(debug)
         from ptcli.launch.entry import run_verb
 
-        raise typer.Exit(run_verb(verb, ctx.args, dry_run=dry_run, multirun=multirun, config_dirs=config_dir or []))
+        args = [*(overrides or []), *ctx.args]
+        raise typer.Exit(run_verb(verb, args, dry_run=dry_run, multirun=multirun, config_dirs=config_dir or []))
 
     return command
 
