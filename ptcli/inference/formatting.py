@@ -64,15 +64,7 @@ class RunTemplate:
 
     def values_of(self, text: str) -> dict | None:
         """A prompt that is a JSON object with the template's fields gives them; None for plain text."""
-        if not text.lstrip().startswith("{"):
-            return None
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError:
-            return None
-        if isinstance(record, dict) and any(f in record for f in self.fields):
-            return record
-        return None
+        return json_object_with(text, self.fields)
 
     def text(self, prompt_text: str) -> str:
         values = self.values_of(prompt_text)
@@ -179,3 +171,14 @@ class Formatter:
 
     def render(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def json_object_with(text: str, keys) -> dict | None:
+    """``text`` as a JSON object when it is one holding at least one of ``keys``; None otherwise (plain text)."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and any(k in record for k in keys) else None

@@ -143,14 +143,9 @@ class PromptReader:
 
     def _json_line(self, text: str) -> dict | None:
         """A line that is a JSON object holding the prompt field (or "messages"), else None (literal text)."""
-        if not text.lstrip().startswith("{"):
-            return None
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError:
-            return None
-        wanted = (self.key, "messages") if self.conversations else (self.key,)
-        return record if isinstance(record, dict) and any(k in record for k in wanted) else None
+        from ptcli.inference.formatting import json_object_with
+
+        return json_object_with(text, (self.key, "messages") if self.conversations else (self.key,))
 
     def _jsonl(self, path: str) -> Iterator[Prompt | BadPrompt]:
         for number, line in self._file_lines(path):
