@@ -1,4 +1,5 @@
-"""Rank-0 logging: metrics.jsonl always; a rich progress bar on a terminal, plain lines otherwise."""
+"""Rank-0 logging: metrics.jsonl always; a rich progress bar on a terminal, plain lines otherwise; the experiment
+trackers the config turns on (``trackers.py``)."""
 
 from __future__ import annotations
 
@@ -26,28 +27,30 @@ class MetricsLogger:
     """Writes one JSON line per log/eval event and shows progress to a person or a log file."""
 
     def __init__(self, run_dir: Path, total_steps: int | None, enabled: bool = True, tensorboard: bool = False,
-                 stream=None):
+                 stream=None, trackers: list | None = None, config: dict | None = None):
+        """``trackers``: ``ptcli.training.trackers.Tracker``s (TensorBoard, MLflow, W&B, trackio) that get
+        ``config`` (the resolved config) now, every train/eval record, and the summary and final model at
+        ``finish``; ``tensorboard=True`` adds a TensorBoard tracker. Rank 0 only: nothing starts when disabled."""
+        from ptcli.training.trackers import TensorBoardTracker, Trackers
+
         self.enabled = enabled
         self.total = total_steps
         self.shown: set | None = None  # the validation metrics the progress line shows (the objective declares them)
         self.unit = "tokens"
         self.start_step = 0
         self.stream = stream or sys.stdout
+        self.max_time: float | None = None  # train.max_time in seconds, for the ETA (``begin``)
+        self.time_before = 0.0  # training seconds a resumed run had already spent
         self.start = time.time()
         self.progress = None
-        self.tb = None
+        trackers = list(trackers or [])
+        if tensorboard and not any(isinstance(t, TensorBoardTracker) for t in trackers):
+            trackers.append(TensorBoardTracker())
+        self.trackers = Trackers(trackers if enabled else [])
         if not enabled:
             return
         self.file = open(Path(run_dir) / "metrics.jsonl", "a", buffering=1)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                from ptcli.errors import PtcliError
-
-                raise PtcliError("logger=tensorboard needs the tensorboard package",
-                                 fix="pip install tensorboard, or use logger=default") from None
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self.trackers.start(config or {}, Path(run_dir))
         if self.stream.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -65,11 +68,14 @@ class MetricsLogger:
         else:
             print(message, file=self.stream, flush=True)
 
-    def begin(self, total_steps: int | None, start_step: int) -> None:
-        """The loop starts (perhaps resumed at ``start_step``): set the bar's total and the ETA's origin. A run
-        resumed in its own directory drops the rows the stopped run logged after its checkpoint (they are logged
-        again), so metrics.jsonl keeps one row per step."""
+    def begin(self, total_steps: int | None, start_step: int, max_time: float | None = None,
+              time_before: float = 0.0) -> None:
+        """The loop starts (perhaps resumed at ``start_step``, ``time_before`` training seconds in): set the bar's
+        total and the ETA's origin (the sooner of the steps left and ``max_time``). A run resumed in its own
+        directory drops the rows the stopped run logged after its checkpoint (they are logged again), so
+        metrics.jsonl keeps one row per step."""
         self.total, self.start_step, self.start = total_steps, start_step, time.time()
+        self.max_time, self.time_before = max_time, time_before
         if self.enabled and start_step > 0:
             self._drop_after(start_step)
         if self.progress:
@@ -100,10 +106,7 @@ class MetricsLogger:
         elapsed = time.time() - self.start
         record = {"kind": kind, "step": step, **values, "elapsed": round(elapsed, 3)}
         self.file.write(json.dumps(record) + "\n")
-        if self.tb:
-            for key, value in values.items():
-                if isinstance(value, (int, float)):
-                    self.tb.add_scalar(f"{kind}/{key}", value, step)
+        self.trackers.log(kind, step, values)
         text = self._line(kind, step, values, elapsed)
         if self.progress:
             if kind == "train":
@@ -136,15 +139,23 @@ class MetricsLogger:
         if self.progress is None:
             parts.append(f"elapsed {_clock(elapsed)}")
             done = step - self.start_step
-            if self.total and done > 0:
-                parts.append(f"eta {_clock(elapsed / done * (self.total - step))}")
+            left = [elapsed / done * (self.total - step)] if self.total and done > 0 else []
+            if self.max_time is not None:  # train.max_time: the run stops then, whatever the step count says
+                left.append(max(0.0, self.max_time - self.time_before - elapsed))
+            if left:
+                parts.append(f"eta {_clock(min(left))}")
         return " | ".join(parts)
 
+    def finish(self, summary: dict, model_dir: Path | None) -> None:
+        """The run is complete: the trackers get its summary and its final model folder, and close."""
+        if self.enabled:
+            self.trackers.finish(summary, Path(model_dir) if model_dir is not None else None)
+
     def close(self) -> None:
+        """The end, however the run ended: trackers not finished (an error, a signal) are closed as failed."""
         if not self.enabled:
             return
         if self.progress:
             self.progress.stop()
-        if self.tb:
-            self.tb.close()
+        self.trackers.abort()
         self.file.close()

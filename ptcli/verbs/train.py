@@ -15,6 +15,8 @@ def cache_dir(cfg) -> Path:
 
 def run(cfg, run_dir: Path) -> dict:
     """Train as ``cfg`` says, writing everything into ``run_dir``; returns the summary."""
+    import sys
+
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -34,7 +36,13 @@ def run(cfg, run_dir: Path) -> dict:
     dist = parallel.init_from_env(cfg.device.strategy, cfg.device.timeout_s)
     placement = resolve(cfg.device, dist.local_rank)
     torch.manual_seed(cfg.train.seed)
-    log = MetricsLogger(run_dir, cfg.train.max_steps, enabled=dist.is_rank0, tensorboard=cfg.logger.tensorboard)
+    from omegaconf import OmegaConf
+
+    from ptcli.training.trackers import from_config
+
+    # progress and logs on stderr, like every verb: stdout is for data (here, at the end, the run directory)
+    log = MetricsLogger(run_dir, cfg.train.max_steps, enabled=dist.is_rank0, stream=sys.stderr,
+                        trackers=from_config(cfg.logger), config=OmegaConf.to_container(cfg, resolve=True))
     try:
         objective = build(cfg.objective, "objective")
         if cfg.distill.teacher:
@@ -44,7 +52,7 @@ def run(cfg, run_dir: Path) -> dict:
         ctx = Context(cfg, build(cfg.dataset, "dataset"), cache_dir(cfg), dist, log.info)
         setup = objective.setup(ctx)
         parts, state = assemble(cfg, objective, setup, ctx, placement, log, run_dir)
-        log.begin(parts.total_steps, state.step)
+        log.begin(parts.total_steps, state.step, cfg.train.max_time, state.elapsed)
         with Preemption() as preemption:
             parts.preemption = preemption
             state = train(parts, cfg.train, state)
@@ -57,10 +65,12 @@ def run(cfg, run_dir: Path) -> dict:
             n_params = sum(p.numel() for p in plain.parameters())
             summary = write_summary(run_dir, cfg, objective, state, setup.data, n_params, time.time() - wall_start,
                                     extras=end_of_run(run_dir, cfg, placement))
+            log.finish(summary, final)  # the experiment trackers get the summary and the final model folder
             log.info(f"done: {state.step} steps, final model in {final}")
             from ptcli.training.report import show_summary
 
             show_summary(summary, objective.unit)
+            print(run_dir, flush=True)  # the product, for a shell: ptcli finetune model.path=$(ptcli pretrain ...)
         return summary
     except Exception as e:
         failure = peer_failure(e, dist, run_dir)
