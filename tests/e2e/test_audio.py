@@ -56,8 +56,8 @@ def test_tone_folders_train_and_the_model_loads_in_transformers_pipeline(tmp_pat
                    "train.batch_size=16", "train.eval_every=30", "objective.max_seconds=0.5",
                    "objective.shift_seconds=0.05", "objective.noise_snr=20", "objective.time_masks=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "labels: 3 (high, low, mid)" in proc.stdout and "without a .wav suffix" in proc.stdout
-    assert "longer than objective.max_seconds=0.5 and are cropped" in proc.stdout
+    assert "labels: 3 (high, low, mid)" in proc.stderr and "without a .wav suffix" in proc.stderr
+    assert "longer than objective.max_seconds=0.5 and are cropped" in proc.stderr
     run = latest(tmp_path)
     assert evals(run)[-1]["val_accuracy"] >= 0.9, evals(run)  # chance: 1/3
     assert all(r["seconds_per_s"] > 0 for r in records(run))
@@ -115,6 +115,6 @@ def test_the_free_spoken_digit_dataset_with_a_speaker_held_out(tmp_path):
                    "dataset.val_pattern=_jackson_", "train.max_steps=6",
                    "train.batch_size=8", "train.eval_every=6", "train.eval_batches=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "labels: 10 (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in proc.stdout
-    assert "2250 training and 450 validation examples" in proc.stdout
+    assert "labels: 10 (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in proc.stderr
+    assert "2250 training and 450 validation examples" in proc.stderr
     assert 0 <= evals(latest(tmp_path))[-1]["val_accuracy"] <= 1

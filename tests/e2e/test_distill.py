@@ -35,7 +35,7 @@ def test_a_half_depth_student_learns_from_the_teacher_and_checkpoints_only_itsel
                    "distill.alpha=0.7", "distill.hidden_weight=0.5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     student = latest(tmp_path)
-    assert "the student uses the teacher's tokenizer" in proc.stdout and "layers [0]" in proc.stdout
+    assert "the student uses the teacher's tokenizer" in proc.stderr and "layers [0]" in proc.stderr
     last = records(student)[-1]
     assert {"task_loss", "kd_loss", "hidden_loss"} <= set(last)
     assert last["loss"] == pytest.approx(0.3 * last["task_loss"] + 0.7 * 4 * last["kd_loss"]
@@ -100,4 +100,4 @@ def test_the_teacher_is_replicated_or_sharded_with_the_student(tmp_path, strateg
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = records(tmp_path / "student")[-1]
-    assert last["kd_loss"] > 0 and "helpers: teacher" in proc.stdout
+    assert last["kd_loss"] > 0 and "helpers: teacher" in proc.stderr

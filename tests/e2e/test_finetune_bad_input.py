@@ -59,7 +59,7 @@ def test_num_labels_differing_from_the_checkpoint_reinitialises_the_head(tmp_pat
                    "dataset.files=[three.csv]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "the checkpoint's head has 2 labels but the data has 3: re-initialising the classification head" \
-        in proc.stdout
+        in proc.stderr
     import json
 
     assert json.loads((latest(tmp_path) / "model" / "config.json").read_text())["id2label"] == {

@@ -192,7 +192,7 @@ def test_unfinished_checkpoint_folders_are_removed_on_resume(trained, tmp_path):
     proc = run_cli("pretrain", *TINY, "train.max_steps=7", "train.save_every=3", "train.keep_last=5",
                    "train.eval_every=1000", "train.resume=auto", f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "removed 3 unfinished folder(s)" in proc.stdout
+    assert "removed 3 unfinished folder(s)" in proc.stderr
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000003", "step-00000006", "step-00000007"]
 
 
@@ -247,8 +247,8 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_rows_stay_one_per_step(t
     proc = run_cli("pretrain", *TINY, "train.max_steps=6", "train.save_every=3", "train.keep_last=5",
                    "train.eval_every=1000", "train.resume=auto", f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "checkpoint step-00000006 is damaged (model.safetensors is 1000 bytes" in proc.stdout
-    assert "resumed from" in proc.stdout and "step-00000003" in proc.stdout
+    assert "checkpoint step-00000006 is damaged (model.safetensors is 1000 bytes" in proc.stderr
+    assert "resumed from" in proc.stderr and "step-00000003" in proc.stderr
     steps = [r["step"] for r in records(run)]
     assert steps == sorted(set(steps)) == [1, 2, 3, 4, 5, 6], "one row per step after the redone steps"
     # step 6 was rewritten by the resumed run: damage it again and name it
@@ -302,7 +302,7 @@ def test_a_truncated_or_rewritten_token_cache_is_rebuilt(tmp_path):
         tokens.write_bytes(damaged)
         proc = run_cli(*args, cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr
-        assert "is damaged" in proc.stdout and "rebuilding" in proc.stdout
+        assert "is damaged" in proc.stderr and "rebuilding" in proc.stderr
         assert next(cache.glob("packed/*/tokens.bin")).read_bytes() == reference
 
 

@@ -61,7 +61,7 @@ def test_lora_checkpoints_hold_only_the_adapter_and_resume_exactly(causal_run):
     proc = run_cli("finetune", *SFT, "model.path=base-gpt2", "train.max_steps=4", "train.eval_every=4",
                    "train.save_every=2", f"train.resume={ckpt}", cwd=here)
     assert proc.returncode == 0, proc.stderr
-    assert "resumed from" in proc.stdout
+    assert "resumed from" in proc.stderr
     resumed, straight = losses_by_step(latest(here)), losses_by_step(run)
     assert sorted(resumed) == [3, 4] and all(resumed[s] == straight[s] for s in (3, 4))  # bitwise
 
@@ -93,7 +93,7 @@ def test_finetune_continues_from_a_lora_run_on_its_merged_weights(causal_run):
     here, run = causal_run
     proc = run_cli("finetune", *SFT, f"model.path={run}", "train.max_steps=1", "train.eval_every=1", cwd=here)
     assert proc.returncode == 0, proc.stderr
-    assert "merged into its base model" in proc.stdout
+    assert "merged into its base model" in proc.stderr
     second = latest(here)
     assert json.loads((second / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         run / "model")  # the new adapter's base is the first run's (loaded merged, in turn)
@@ -124,7 +124,7 @@ def classifier_run(models, sentiment, tmp_path_factory):
                    "dataset.seq_len=16", "train.epochs=null", "train.max_steps=4", "train.batch_size=8",
                    "train.eval_every=4", "train.save_every=4", "optim.lr=1e-2", *CPU, cwd=here)
     assert proc.returncode == 0, proc.stderr
-    assert "bert.pooler.dense, classifier" in proc.stdout  # new in the base: trained and saved in full
+    assert "bert.pooler.dense, classifier" in proc.stderr  # new in the base: trained and saved in full
     return latest(here)
 
 

@@ -28,7 +28,7 @@ def test_mae_pretraining_then_fine_tuning_its_encoder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     mae = latest(tmp_path, "pretrain")
     losses = losses_by_step(mae)
-    assert sorted(losses) == list(range(1, 11)) and "img/s" in proc.stdout
+    assert sorted(losses) == list(range(1, 11)) and "img/s" in proc.stderr
     assert all(r["images_per_s"] > 0 for r in records(mae))
     assert sum(losses[s] for s in (8, 9, 10)) / 3 < losses[1] - 0.1, losses  # it learns to reconstruct
     assert 0 < evals(mae)[-1]["val_loss"] < losses[1]
@@ -45,8 +45,8 @@ def test_mae_pretraining_then_fine_tuning_its_encoder(tmp_path):
     proc = run_cli("finetune", "objective=image_classification", f"model.path={mae}", "train.max_steps=3",
                    "train.batch_size=16", "optim.lr=0.0", *CPU, cwd=tmp_path)  # lr 0: the encoder stays as loaded
     assert proc.returncode == 0, proc.stderr
-    assert "from the masked autoencoder" in proc.stdout
-    assert "newly initialised: classifier.bias, classifier.weight" in proc.stdout
+    assert "from the masked autoencoder" in proc.stderr
+    assert "newly initialised: classifier.bias, classifier.weight" in proc.stderr
     tuned = latest(tmp_path)
     assert (tuned / "model" / "preprocessor_config.json").read_text() == \
         (mae / "model" / "preprocessor_config.json").read_text(), "the MAE's image processor is reused"

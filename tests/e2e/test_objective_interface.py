@@ -42,7 +42,7 @@ def test_two_models_are_trained_checkpointed_resumed_logged_and_the_named_one_ex
     assert all({"first", "second", "loss"} <= set(r) for r in logged), "both loss terms reach metrics.jsonl"
     for r in logged:  # the loss is their sum (both are means over the same tokens)
         assert r["loss"] == pytest.approx(r["first"] + r["second"], rel=1e-5)
-    assert "first " in straight.stdout and "second " in straight.stdout, "and the progress line"
+    assert "first " in straight.stderr and "second " in straight.stderr, "and the progress line"
     saved = load_file(str(run / "checkpoints" / "step-00000006" / "model.safetensors"))
     assert any(k.startswith("first.") for k in saved) and any(k.startswith("second.") for k in saved)
     model = AutoModelForCausalLM.from_pretrained(run / "model")  # an ordinary HF folder: the member named 'second'
@@ -104,7 +104,7 @@ def test_a_frozen_helper_is_placed_in_the_runs_precision_and_never_checkpointed(
     student = AutoModelForCausalLM.from_pretrained(run / "model")
     assert set(saved) <= set(student.state_dict()), "the checkpoint holds the trained model only"
     assert sum(t.numel() for t in saved.values()) == sum(p.numel() for p in student.parameters())
-    assert "helpers: teacher" in proc.stdout
+    assert "helpers: teacher" in proc.stderr
 
 
 @pytest.mark.distributed
@@ -124,7 +124,7 @@ def test_an_image_batch_flows_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     run = latest(tmp_path)
     train = records(run)
-    assert all(r["images_per_s"] > 0 for r in train) and "img/s" in proc.stdout
+    assert all(r["images_per_s"] > 0 for r in train) and "img/s" in proc.stderr
     assert {"val_accuracy", "val_top5", "val_f1_macro"} <= set(evals(run)[-1])
     assert evals(run)[-1]["val_accuracy"] > 0.3, "far better than chance (0.1) after 100 steps"
     assert (run / "model" / "preprocessor_config.json").is_file()

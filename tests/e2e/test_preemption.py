@@ -47,7 +47,7 @@ def test_sigterm_checkpoints_exits_3_and_resumes_exactly(tmp_path):
     assert not (run / "summary.json").exists() and not (run / "model").exists()
     resumed = run_cli("pretrain", *ARGS, f"hydra.run.dir={run}", "train.resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"at step {stopped_at}" in resumed.stdout
+    assert f"at step {stopped_at}" in resumed.stderr
     assert losses_by_step(run) == losses_by_step(tmp_path / "straight")  # bitwise
 
 
@@ -100,4 +100,4 @@ def test_resume_auto_inside_a_slurm_job_names_the_run_directory_after_the_job(tm
     again = run_cli("pretrain", *TINY, "train.max_steps=3", "train.save_every=2", "train.resume=auto", cwd=tmp_path,
                     env=env)
     assert again.returncode == 0, again.stderr
-    assert "resumed from" in again.stdout and max(losses_by_step(run)) == 3
+    assert "resumed from" in again.stderr and max(losses_by_step(run)) == 3

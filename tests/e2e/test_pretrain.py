@@ -36,7 +36,8 @@ def test_pretrain_writes_a_complete_run(tmp_path):
     assert summary["final_val_loss"] == records(run, "eval")[-1]["val_loss"]
     assert 0 < summary["corpus_entropy_bits_per_char"] < 1
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
-    assert "step 6/6" in proc.stdout, "plain progress lines when stdout is not a terminal"
+    assert "step 6/6" in proc.stderr, "plain progress lines on stderr when it is not a terminal"
+    assert proc.stdout == f"{run}\n", "stdout has only the product, the run directory (for $(ptcli pretrain ...))"
 
 
 def test_exported_model_loads_without_ptcli_and_matches(tmp_path):
@@ -89,8 +90,8 @@ def test_second_run_reuses_tokenizer_and_packed_corpus(tmp_path):
     first = run_cli("pretrain", *TINY, "train.max_steps=1", cwd=tmp_path, env=env)
     second = run_cli("pretrain", *TINY, "train.max_steps=1", cwd=tmp_path, env=env)
     assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert "trained bpe tokenizer" in first.stdout and "packed" in first.stdout
-    assert "reusing cached bpe tokenizer" in second.stdout and "reusing packed corpus" in second.stdout
+    assert "trained bpe tokenizer" in first.stderr and "packed" in first.stderr
+    assert "reusing cached bpe tokenizer" in second.stderr and "reusing packed corpus" in second.stderr
 
 
 def test_multirun_sweep_makes_one_directory_per_point(tmp_path):
@@ -133,7 +134,7 @@ def test_killed_run_resumes_bitwise(tmp_path):
     assert not (run / "summary.json").exists(), "killed before the end"
     resumed = run_cli("pretrain", *args, f"hydra.run.dir={run}", "train.resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from" in resumed.stdout
+    assert "resumed from" in resumed.stderr
     expected, got = losses_by_step(tmp_path / "straight"), losses_by_step(run)
     assert sorted(got) == list(range(1, 15))
     assert got == expected  # bitwise: the same floats, not approximately
@@ -160,7 +161,7 @@ def test_two_cpu_processes_match_one_process(tmp_path, strategy, precision):
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     runs = [p for p in (tmp_path / "outputs" / "pretrain").iterdir() if p.name != "latest"]
     assert len(runs) == 1, "one run directory for the whole torchrun job"
-    assert len(re.findall(r"^step 5/5", ddp.stdout, re.M)) == 1, "only rank 0 logs"
+    assert len(re.findall(r"^step 5/5", ddp.stderr, re.M)) == 1, "only rank 0 logs"
     single_losses, ddp_losses = losses_by_step(tmp_path / "single"), losses_by_step(runs[0])
     assert sorted(ddp_losses) == [1, 2, 3, 4, 5]
     for step, loss in single_losses.items():

@@ -56,7 +56,7 @@ def test_submitit_local_runs_each_point_as_its_own_process(tmp_path):
     for i in ids:  # the point's output went to its job log, not to this process
         log = (sweep / ".submitit" / i / f"{i}_0_log.out").read_text()
         assert "done: 2 steps" in log and "Job completed successfully" in log, log[-2000:]
-    assert "step 2/2" not in proc.stdout
+    assert "step 2/2" not in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

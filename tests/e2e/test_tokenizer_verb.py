@@ -18,6 +18,7 @@ def test_tokenizer_verb_trains_saves_and_feeds_pretrain(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["kind"] == "wordpiece" and 100 < summary["vocab_size"] <= 400 and not summary["from_cache"]
     assert summary["chars_per_token"] > 1.5
+    assert first.stdout == f"{run / 'tokenizer'}\n" and "characters per token" in first.stderr, "logs on stderr"
 
     from transformers import AutoTokenizer
 

@@ -191,7 +191,7 @@ def test_max_tokens_stops_at_the_step_that_reaches_it(runs):
         assert summary["steps"] == expected and summary["tokens"] == expected * STEP_TOKENS
         assert [r["step"] for r in run.records()] == list(range(1, expected + 1))
         assert run.records()[-1]["tokens"] == expected * STEP_TOKENS
-    assert len(re.findall(rf"^step {expected}/{expected} ", sweep.proc.stdout, re.M)) == 2, \
+    assert len(re.findall(rf"^step {expected}/{expected} ", sweep.proc.stderr, re.M)) == 2, \
         "the progress total is the planned step count"
 
 
@@ -262,7 +262,7 @@ def test_gradient_checkpointing_gives_the_same_losses(runs):
 @uses("llama")
 def test_llama_tiny_trains_and_loads_with_plain_transformers(runs):
     run = runs.get("llama").ok()
-    assert "model: llama" in run.proc.stdout
+    assert "model: llama" in run.proc.stderr
     assert sorted(losses_by_step(run.dir)) == [1, 2]
     config = json.loads((run.dir / "model" / "config.json").read_text())
     assert config["model_type"] == "llama" and config["architectures"] == ["LlamaForCausalLM"]
@@ -380,7 +380,7 @@ def test_linear_schedule_decreases_in_equal_steps(runs):
 @uses("bf16", "memory")
 def test_bf16_autocast_on_cpu(runs):
     run = runs.get("bf16").ok()
-    assert "on cpu in bf16" in run.proc.stdout
+    assert "on cpu in bf16" in run.proc.stderr
     losses = losses_by_step(run.dir)
     assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
     assert math.isfinite(run.summary()["final_val_loss"])

@@ -47,7 +47,7 @@ def test_class_folders_of_mixed_images_train_and_reload_in_transformers(tmp_path
                    f"dataset.path={folders}", "train.max_steps=30", "train.batch_size=16", "train.eval_every=30",
                    "objective.crop_scale=0.5", "objective.flip=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "labels: 3 (blue, green, red)" in proc.stdout and "without an image suffix" in proc.stdout
+    assert "labels: 3 (blue, green, red)" in proc.stderr and "without an image suffix" in proc.stderr
     run = latest(tmp_path)
     assert evals(run)[-1]["val_accuracy"] >= 0.9, evals(run)
     assert all(r["images_per_s"] > 0 for r in records(run))
@@ -114,7 +114,7 @@ def test_a_hugging_face_dataset_with_image_features(tmp_path):
                    "dataset.image_column=img", "dataset.val_fraction=0.25", "train.max_steps=20",
                    "train.batch_size=12", "train.eval_every=20", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "labels: 3 (blue, green, red)" in proc.stdout
+    assert "labels: 3 (blue, green, red)" in proc.stderr
     assert evals(latest(tmp_path))[-1]["val_accuracy"] >= 0.9
 
 
