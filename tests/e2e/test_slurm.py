@@ -85,14 +85,19 @@ def test_usr1_to_a_running_job_checkpoints_requeues_and_completes(slurm, tmp_pat
 
 
 def wait_for_requeue_and_end(job: str, deadline: float) -> str:
-    """Poll until the job has restarted at least once and ended."""
-    restarted, state = False, None
+    """Poll until the job has restarted at least once and ended. Slurm holds a requeued job for its requeue delay
+    (``AuthInfo=cred_expire``, 120 s by default) before it may start again; the test lifts that hold once it has
+    seen the requeue, since the delay is Slurm's, not ptcli's."""
+    restarted, released, state = False, False, None
     while time.time() < deadline:
         proc = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30)
         found = re.search(r"\bJobState=(\S+)", proc.stdout)
         state = found.group(1) if found else "GONE"
         restarts = re.search(r"\bRestarts=(\d+)", proc.stdout)
         restarted = restarted or bool(restarts and int(restarts.group(1)) >= 1)
+        if restarted and state == "PENDING" and not released:
+            released = subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True,
+                                      timeout=30).returncode == 0
         if restarted and state in DONE_STATES | {"GONE"}:
             return state
         if not restarted and state in DONE_STATES - {"PREEMPTED"}:
