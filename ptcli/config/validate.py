@@ -222,6 +222,8 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
         problems += _train_problems(cfg, objective_cls)
     if verb == "predict":
         problems += _predict_problems(cfg, loaded)
+    if verb == "serve":
+        problems += _serve_problems(cfg)
     if cfg.get("distill") is not None:
         problems += distill_problems(cfg, check_files)
     if verb in ("prune", "quantize"):
@@ -282,7 +284,7 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: s
     return problems
 
 
-USES_A_TRAINED_MODEL = ("generate", "chat", "evaluate", "predict", "prune", "quantize")
+USES_A_TRAINED_MODEL = ("generate", "chat", "serve", "evaluate", "predict", "prune", "quantize")
 
 
 def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:
@@ -293,6 +295,21 @@ def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:
         shown = archs[0] if archs else loaded.get("model_type", "unknown")
         problems.append(f"predict labels inputs with a classifier, but model.path holds a {shown}; use "
                         "`ptcli generate` for language models, or give an image, audio or text classifier")
+    return problems
+
+
+def _serve_problems(cfg: dict) -> list[str]:
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    problems = [f"serve needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}: "
+                "pip install 'ptcli[serve]'"] if missing else []
+    if not 0 <= cfg["port"] <= 65535:
+        problems.append(f"port must be from 0 to 65535 (0: any free port), got {cfg['port']}")
+    if cfg["max_batch_size"] < 1:
+        problems.append(f"max_batch_size must be at least 1, got {cfg['max_batch_size']}")
+    if cfg["batch_wait_ms"] < 0:
+        problems.append(f"batch_wait_ms must not be negative, got {cfg['batch_wait_ms']}")
     return problems
 
 
@@ -307,14 +324,20 @@ def _source_problems(cls, settings: dict, check_files: bool) -> list[str]:
     return source.problems(check_files) if hasattr(source, "problems") else []
 
 
-def _train_problems(cfg: dict, objective_cls) -> list[str]:
-    problems = []
-    if cfg.get("logger", {}).get("tensorboard"):
-        import importlib.util
+# logger.<key> -> the module its tracker (training/trackers.py) imports, and how to install it
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
+                    "mlflow": ("mlflow", "pip install 'ptcli[trackers]' or pip install mlflow-skinny"),
+                    "wandb": ("wandb", "pip install 'ptcli[trackers]' or pip install wandb"),
+                    "trackio": ("trackio", "pip install 'ptcli[trackers]' or pip install trackio")}
 
-        if importlib.util.find_spec("tensorboard") is None:
-            problems.append("logger=tensorboard needs the tensorboard package: pip install tensorboard "
-                            "(or use logger=default)")
+
+def _train_problems(cfg: dict, objective_cls) -> list[str]:
+    import importlib.util
+
+    problems = []
+    for key, (module, install) in TRACKER_PACKAGES.items():
+        if cfg.get("logger", {}).get(key) and importlib.util.find_spec(module) is None:
+            problems.append(f"logger={key} needs the {module} package: {install} (or use logger=default)")
     train = cfg["train"]
     stops = ("max_steps", "max_tokens", "max_time", "epochs")
     for key in stops:

@@ -236,45 +236,73 @@ class Decoder:
                    pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids) or None)
         return gen
 
+    def variant(self, **changes) -> Decoder:
+        """This decoder with some decoding settings changed (``max_new_tokens``, ``do_sample``, ``temperature``,
+        ``top_p``, ``top_k``, ``stop``, ...): the same model, tokenizer and prompt format; raises PtcliError when
+        the new ``max_new_tokens`` leaves no room for a prompt."""
+        import copy
+
+        other = copy.copy(self)
+        other.cfg = copy.deepcopy(self.cfg)
+        for key, value in changes.items():
+            other.cfg[key] = value
+        if "stop" in changes:
+            other.stops = list(changes["stop"])
+        other.seeded = other.cfg.do_sample and other.beams == 1
+        if other.budget is not None and "max_new_tokens" in changes and self.kind == "causal":
+            context = self.budget + self.cfg.max_new_tokens
+            other.budget = context - other.cfg.max_new_tokens
+            if other.budget < 1:
+                raise PtcliError(f"max_new_tokens={other.cfg.max_new_tokens} leaves no room for a prompt in the "
+                                 f"model's context of {context} tokens", fix=f"Lower max_new_tokens below {context}")
+        return other
+
     def generate(self, prompts: list[Prompt], printer_write=None) -> list[Completion | BadPrompt]:
         """Completions for ``prompts`` (num_return_sequences each, in order) and the prompts refused.
 
         ``printer_write``: stream the only row's text through this function as it is generated.
         """
-        import torch
-
         kept, ids_list, bad = self.encode(prompts)
         if not kept:
             return list(bad)
+        streamer = None
+        if printer_write is not None and len(kept) * self.n == 1 and self.beams == 1:
+            streamer = TokenPrinter(lambda ids: self.completion_text(ids_list[0], ids), printer_write, self.stops)
+        return list(bad) + self.generate_encoded(kept, ids_list, streamer)
+
+    def generate_encoded(self, kept: list[Prompt], ids_list: list[list[int]], streamer=None,
+                         criteria=()) -> list[Completion]:
+        """Completions for prompts already encoded (``encode``), sorted by prompt and sequence. ``streamer``: given
+        every step's tokens (``put``) as ``generate`` does; ``criteria``: more stopping criteria (per row)."""
+        import torch
+
         cfg = self.cfg
         n = self.n
         input_ids, mask = self.pad(ids_list, repeat=n if self.seeded else 1)
         start = input_ids.shape[1] if self.kind == "causal" else 1
-        processors, criteria = [], []
-        if self.seeded:
-            seeds = [row_seed(cfg.seed, p.index, j) for p in kept for j in range(n)]
+        processors = []
+        if self.seeded:  # a prompt's own seed (a server request's), else the run's seed and the prompt's index
+            seeds = [row_seed(cfg.seed, p.index, j) if p.seed is None else row_seed(p.seed, 0, j)
+                     for p in kept for j in range(n)]
             processors.append(SeededSampler(seeds, cfg.temperature, cfg.top_k, cfg.top_p))
         elif cfg.do_sample:
             torch.manual_seed(row_seed(cfg.seed, kept[0].index))
-        if self.stops:
-            criteria.append(StopOnStrings(self.tokenizer, self.stops, start))
-        streamer = None
-        if printer_write is not None and len(kept) * n == 1 and self.beams == 1:
-            streamer = TokenPrinter(lambda ids: self.completion_text(ids_list[0], ids), printer_write, self.stops)
+        stop_rule = StopOnStrings(self.tokenizer, self.stops, start) if self.stops else None
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         with torch.inference_mode(), self.placement.autocast():
             sequences = self.model.generate(
                 input_ids=input_ids, attention_mask=mask, generation_config=self.generation_config(),
-                logits_processor=LogitsProcessorList(processors), stopping_criteria=StoppingCriteriaList(criteria),
+                logits_processor=LogitsProcessorList(processors),
+                stopping_criteria=StoppingCriteriaList([*([stop_rule] if stop_rule else []), *criteria]),
                 streamer=streamer)
         rows = sequences[:, start:].tolist()
-        stopped = criteria[0].stopped_at if criteria and self.beams == 1 else {}
-        out: list[Completion | BadPrompt] = list(bad)
+        stopped = stop_rule.stopped_at if stop_rule is not None and self.beams == 1 else {}
+        out: list[Completion] = []
         for r, generated in enumerate(rows):
             prompt_no = r // n
             out.append(self.finish(kept[prompt_no], ids_list[prompt_no], generated, r % n, stopped.get(r)))
-        out.sort(key=lambda c: (c.prompt.index, c.index) if isinstance(c, Completion) else (-1, 0))
+        out.sort(key=lambda c: (c.prompt.index, c.index))
         return out
 
     def finish(self, prompt: Prompt, prompt_ids: list[int], generated: list[int], index: int,

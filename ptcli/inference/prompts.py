@@ -24,6 +24,7 @@ class Prompt:
     fields: dict = field(default_factory=dict)
     messages: list | None = None  # a conversation ({role, content} dicts) to answer; text is then its last turn
     values: dict | None = None  # a record with the fields of an SFT run's prompt template (text: the filled prompt)
+    seed: int | None = None  # sampling: this prompt's own seed (a server request's); None: the run's
 
 
 @dataclass

@@ -23,6 +23,7 @@ RUNNERS: dict[str, str] = {
     "finetune": "ptcli.verbs.train:run",
     "generate": "ptcli.verbs.generate:run",
     "chat": "ptcli.verbs.chat:run",
+    "serve": "ptcli.verbs.serve:run",
     "evaluate": "ptcli.verbs.evaluate:run",
     "predict": "ptcli.verbs.predict:run",
     "prune": "ptcli.verbs.prune:run",

@@ -65,7 +65,7 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
         args.append("dataset.hf_name=some/dataset")
     if verb == "predict":  # a classifier (predict refuses language models)
         args.append(f"model.path={inputs / 'classifier'}")
-    elif verb in ("generate", "chat", "evaluate", *COMPRESS) or option == "from-path":
+    elif verb in ("generate", "chat", "serve", "evaluate", *COMPRESS) or option == "from-path":
         args.append(f"model.path={inputs / 'model'}")
     if verb in COMPRESS:  # a model folder, not a run: no task to measure unless named (the rule has its own test)
         args += ["evaluate=false"] + (["importance=norm"] if verb == "prune" else [])
@@ -100,6 +100,7 @@ TEXT_OBJECTIVES = {"clm", "sft", "mlm", "electra", "seq2seq", "classification", 
                    "span_corruption", "denoising"}
 VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
                  "evaluate": ("from-path", "clm"), "generate": ("from-path", None), "chat": ("from-path", None),
+                 "serve": ("from-path", None),
                  "predict": ("from-path", None), "tokenizer": (None, None),
                  "prune": ("from-path", None), "quantize": ("from-path", None)}
 
@@ -108,11 +109,12 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
     """Combinations the cross-field rules must reject (the message they must give), else None."""
     import importlib.util
 
-    if option == "tensorboard" and verb in ("pretrain", "finetune") and importlib.util.find_spec("tensorboard") is None:
-        return "needs the tensorboard package"
+    if (option in ("tensorboard", "mlflow", "wandb", "trackio") and group == "logger"
+            and verb in ("pretrain", "finetune") and importlib.util.find_spec(option) is None):
+        return f"needs the {option} package"
     model, objective = VERB_DEFAULTS[verb]
     # those always get model.path (a gpt2)
-    if group == "model" and verb not in ("generate", "chat", "predict", *GIVEN_A_MODEL):
+    if group == "model" and verb not in ("generate", "chat", "serve", "predict", *GIVEN_A_MODEL):
         model = option
     if group == "objective":
         objective = option

@@ -155,13 +155,13 @@ def test_verb_help_lists_its_settings_with_defaults_and_meanings():
     assert "ptcli config generate` prints every key" in proc.stdout
 
 
-@pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["config", "pretrain"],
+@pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["serve", "--help"], ["config", "pretrain"],
                                   ["pretrain", "--dry-run"], ["pretrain", "--dry-run", "optim.lrr=1"],
                                   ["export", "no-such-run", "out"]])
 def test_fast_paths_do_not_import_torch(args, tmp_path):
     modules = imported_modules(args, tmp_path)
     assert "ptcli" in modules
-    assert not {"torch", "transformers"} & modules
+    assert not {"torch", "transformers", "fastapi", "uvicorn"} & modules
 
 
 def test_python_dash_m_and_version():
