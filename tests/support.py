@@ -186,3 +186,22 @@ def wait_for_job(job: str, timeout: float) -> str:
         time.sleep(1)
     subprocess.run(["scancel", job], capture_output=True, timeout=30)
     pytest.fail(f"Slurm job {job} did not finish within {timeout:.0f} s (last state {state}); cancelled")
+
+
+def fake_run(root: Path, objective: str = "ptcli.objectives.classification.SequenceClassification") -> Path:
+    """A finished finetune run's files (config, summary, overrides, a model folder) without training one."""
+    run = root / "outputs" / "finetune" / "2026-12-01_00-00-00"
+    (run / "model").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / "model" / "config.json").write_text(json.dumps({
+        "model_type": "bert", "architectures": ["BertForSequenceClassification"],
+        "id2label": {"0": "neg", "1": "pos"}}))
+    (run / "model" / "model.safetensors").write_bytes(b"0" * 1000)
+    (run / "config.yaml").write_text(f"objective:\n  _target_: {objective}\nmodel:\n  path: pkg:minilm/model\n"
+                                     "dataset:\n  _target_: ptcli.data.sources.files.CsvFiles\n"
+                                     "  files: [/data/sst2/train.tsv]\n  val_files: null\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- model=minilm\n- dataset.files=[train.tsv]\n- optim.lr=5e-5\n")
+    (run / "summary.json").write_text(json.dumps({
+        "steps": 120, "parameters": 22_700_000, "best_val": {"loss": 0.31, "accuracy": 0.8912, "note": "x"},
+        "final_val": {"loss": 0.35, "accuracy": 0.88}, "best_step": 100}))
+    return run
