@@ -43,6 +43,28 @@ def count_parameters(s: dict) -> int:
     return n * (attention + mlp + 4 * h) + embeddings + head
 
 
+# LoRA: the (input, output) widths of the projections a target module name stands for, in units of (hidden,
+# intermediate, kv width); peft's default targets per architecture are the query and value projections.
+_LORA_SHAPES = {
+    **dict.fromkeys(("q", "query", "q_proj", "o", "o_proj", "out_proj", "dense", "c_proj"), ("h", "h")),
+    **dict.fromkeys(("k", "key", "k_proj", "v", "value", "v_proj"), ("h", "kv")),
+    **dict.fromkeys(("c_attn",), ("h", "3h")),
+    **dict.fromkeys(("up_proj", "gate_proj", "fc1", "c_fc", "wi", "wi_0", "wi_1", "lin1"), ("h", "i")),
+    **dict.fromkeys(("down_proj", "fc2", "wo", "lin2"), ("i", "h")),
+}
+_LORA_DEFAULTS = {"gpt2": ("c_attn",)}
+
+
+def lora_parameters(s: dict, peft: dict) -> int:
+    """Approximate LoRA parameters: r x (in + out) for every targeted projection of every layer."""
+    h, heads = s["hidden"], s.get("heads") or 1
+    width = {"h": h, "3h": 3 * h, "i": s.get("intermediate") or 4 * h, "kv": h * (s.get("kv_heads") or heads) // heads}
+    targets = peft.get("target_modules") or _LORA_DEFAULTS.get(s.get("arch"), ("q", "v"))
+    per_layer = sum(width[a] + width[b] for a, b in (_LORA_SHAPES.get(t.rsplit(".", 1)[-1], ("h", "h"))
+                                                     for t in targets))
+    return s["layers"] * peft.get("r", 8) * per_layer
+
+
 HUGE_GIB = 4096  # an estimate above this is a typo (a hidden size of 10^6), not a plan
 
 
@@ -72,8 +94,11 @@ def plan(verb: str, cfg: dict) -> list[str]:
 
         micro = max(1, train["batch_size"] // (train["grad_accum"] * world_size()))
         seq = data["seq_len"]
-        # fp32 weights + grads + two AdamW moments = 16 bytes per parameter.
-        state_gb = params * 16 / 2**30
+        # fp32 weights + grads + two AdamW moments = 16 bytes per trained parameter; a frozen one (LoRA's base)
+        # keeps only its 4 bytes of weight.
+        peft = cfg.get("peft")
+        trained = lora_parameters(sizes, peft) if peft else params
+        state_gb = ((params + (trained if peft else 0)) * 4 + trained * 12) / 2**30
         # Activations kept for backward, per layer ~ seq*micro*hidden*(34 + 5*heads*seq/hidden) bytes at 16 bit
         # (Korthikanti et al. 2022); doubled for fp32.
         h, heads = sizes["hidden"], sizes.get("heads") or 1
@@ -85,6 +110,10 @@ def plan(verb: str, cfg: dict) -> list[str]:
             f"memory (fp32 + AdamW): about {state_gb:.2f} GiB for weights, gradients and optimizer state "
             f"+ {act_gb + logits_gb:.2f} GiB of activations per micro-batch",
         ]
+        if peft:
+            lines.insert(-1, f"LoRA r={peft.get('r', 8)}: about {trained / 1e6:.2f}M trained parameters "
+                             f"({100 * trained / params:.2f}%); gradients and AdamW state for those alone, the base "
+                             f"frozen")
         total = state_gb + act_gb + logits_gb
         if total > HUGE_GIB:
             lines.append(f"warning: about {total:,.0f} GiB is far beyond any single machine; check the model's sizes "

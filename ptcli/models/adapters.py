@@ -8,7 +8,9 @@ dropout), which the base's own config.json lacks. Loading reads safetensors only
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 from ptcli.config.paths import ADAPTER_CONFIG, ADAPTER_INFO, adapter_base, looks_local, missing_base, resolve_model_dir
@@ -16,6 +18,16 @@ from ptcli.errors import PtcliError
 
 WEIGHTS = "adapter_model.safetensors"
 
+
+
+@contextlib.contextmanager
+def peft_quietly():
+    """peft reads ``model.is_gradient_checkpointing``, which transformers 5 deprecates with a FutureWarning on every
+    wrap: news for peft's authors, not for a ptcli user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated",
+                                category=FutureWarning)
+        yield
 
 def prepare_save(model) -> None:
     """Before ``save_pretrained``: record the base as an absolute, resolved folder (``outputs/x/latest`` moves; a
@@ -83,7 +95,8 @@ def load(auto, folder: Path, load_base, log=None, **kwargs):
             setattr(config, key, kwargs.pop(key))
         kwargs["config"] = config
     base = load_base(auto, base_name, log=None, **kwargs)  # its new head is no news: the adapter holds the trained one
-    model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
+    with peft_quietly():
+        model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
     missing = _missing_adapter_weights(model, folder)
     if missing:
         raise PtcliError(f"the adapter in '{folder}' does not fit its base '{base_name}': no weights for "

@@ -79,8 +79,11 @@ def apply_peft(model, peft_cfg, settings: dict, log):
         log(f"LoRA: trained in full, as the base checkpoint lacks them: {', '.join(new)}")
     if peft_cfg.target_modules:
         kwargs["target_modules"] = list(peft_cfg.target_modules)
+    from ptcli.models.adapters import peft_quietly
+
     try:
-        wrapped = get_peft_model(model, LoraConfig(**kwargs))
+        with peft_quietly():
+            wrapped = get_peft_model(model, LoraConfig(**kwargs))
     except ValueError as e:
         raise PtcliError(f"cannot add LoRA adapters: {str(e).splitlines()[0]}",
                          fix="set peft.target_modules to the model's attention projections, e.g. [query,value] "

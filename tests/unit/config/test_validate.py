@@ -128,3 +128,32 @@ def test_a_warmup_as_long_as_the_run_is_warned_about():
     assert warnings_for("pretrain", cfg) == []
     cfg["scheduler"] = {"warmup_steps": 0, "warmup_ratio": 1.0}
     assert warnings_for("pretrain", cfg)
+
+
+@pytest.mark.parametrize("arch, targets", [("bert", None), ("gpt2", None), ("llama", None),
+                                           ("llama", ["q_proj", "k_proj", "o_proj", "up_proj", "down_proj"])])
+def test_the_lora_estimate_matches_peft_and_the_dry_run_counts_only_its_state(arch, targets):
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    from ptcli.config.estimate import lora_parameters, plan
+
+    sizes = {"arch": arch, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2 if arch == "llama" else None,
+             "intermediate": 128, "vocab_size": 100, "max_positions": 32}
+    kwargs = {"gpt2": dict(n_layer=2, n_head=4, n_embd=64, n_inner=128, n_positions=32, vocab_size=100),
+              "llama": dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
+                            intermediate_size=128, vocab_size=100),
+              "bert": dict(num_hidden_layers=2, num_attention_heads=4, hidden_size=64, intermediate_size=128,
+                           max_position_embeddings=32, vocab_size=100)}[arch]
+    model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(arch, **kwargs))
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=targets))
+    actual = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    assert lora_parameters(sizes, {"r": 4, "target_modules": targets}) == actual
+
+    big = {**sizes, "hidden": 1024, "layers": 12, "intermediate": 4096, "vocab_size": 30000}  # GiB to 2 decimals
+    cfg = {"model": big, "train": {"batch_size": 4, "grad_accum": 1, "max_steps": 10}, "dataset": {"seq_len": 16}}
+    full = next(line for line in plan("finetune", cfg) if line.startswith("memory"))
+    lines = plan("finetune", {**cfg, "peft": {"r": 4, "target_modules": targets}})
+    lora = next(line for line in lines if line.startswith("memory"))
+    assert any(line.startswith("LoRA r=4: about") for line in lines)
+    gib = [float(line.split("about ")[1].split(" GiB")[0]) for line in (full, lora)]
+    assert gib[1] < gib[0] / 3, "frozen weights carry no gradients or AdamW moments"
