@@ -17,6 +17,7 @@ VERB_HELP = {
     "finetune": "Fine-tune a pretrained model on labelled data (same loop as pretrain).",
     "generate": "Generate text from a trained model; completions to stdout, logs to stderr.",
     "chat": "Chat with a trained model: user lines from stdin, streamed replies to stdout; /reset, /system, /exit.",
+    "serve": "Serve a trained model over HTTP, OpenAI-compatible: /v1/completions, /v1/chat/completions, streaming.",
     "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
     "predict": "Label images, texts or audio with a trained classifier; one JSON line per input to stdout.",
     "prune": "Prune a trained model (attention heads, FFN neurons or smallest weights); a before/after report.",
@@ -39,6 +40,9 @@ EXAMPLES = {
     "chat": ["ptcli chat model.path=outputs/finetune/latest system='You are a helpful assistant.'",
              "printf 'hi\\nwhat is 2+2\\n' | ptcli chat model.path=outputs/finetune/latest > replies.txt",
              "also: do_sample=true temperature=0.7 top_p=0.9 max_new_tokens=128 (as generate)"],
+    "serve": ["ptcli serve model.path=outputs/finetune/latest port=8000",
+              "curl localhost:8000/v1/completions -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 20}'",
+              "also: max_batch_size=8 batch_wait_ms=10 model_name=my-model; decoding settings are request defaults"],
     "evaluate": ["ptcli evaluate model.path=outputs/pretrain/latest",
                  "ptcli evaluate model.path=outputs/finetune/latest output=json"],
     "predict": ["ls photos/*.jpg | ptcli predict model.path=outputs/finetune/latest > labels.jsonl",
@@ -191,6 +195,62 @@ def export_command(
 
         (export_merged if merge else export_checkpoint)(str(checkpoint), str(out),
                                                         log=lambda m: print(m, file=sys.stderr), force=force)
+    except PtcliError as e:
+        raise typer.Exit(report(e)) from None
+
+
+@app.command("models", context_settings=PASS_THROUGH,
+             short_help="List the models ptcli ships; `models recommend task=... rows=... memory=...` ranks them.")
+def models_command(
+    ctx: typer.Context,
+    output: str = typer.Option("auto", "--output", help="auto (a table on a terminal, JSON Lines otherwise), "
+                                                        "table or json"),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+) -> None:
+    """List the shipped model configs and offline checkpoints (family, size, context, objectives, weights), or
+    rank them for a task: a strategy for the data size and an estimate of training and inference memory.
+
+    Example: ptcli models
+
+    Example: ptcli models recommend task=classification rows=500 memory=8GB   (also seq_len=, batch_size=,
+    processes=, fsdp=true)
+    """
+    _set_debug(debug)
+    from ptcli.errors import PtcliError, report
+
+    try:
+        from ptcli.verbs.models import run
+
+        raise typer.Exit(run(list(ctx.args), output))
+    except PtcliError as e:
+        raise typer.Exit(report(e)) from None
+
+
+@app.command("push", short_help="Publish a run's model (or a model folder) to the Hugging Face Hub with a model card.")
+def push_command(
+    target: Path = typer.Argument(..., help="A run directory (its model/) or a Hugging Face model folder"),
+    repo_id: str = typer.Argument(..., help="The Hub repository: <user or organisation>/<name>"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write the card and list the files; upload nothing."),
+    private: bool = typer.Option(False, "--private", help="Create the repository as private."),
+    license: str = typer.Option("apache-2.0", "--license", help="The card's license field (a Hub license id)."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+) -> None:
+    """Write a model card (README.md: metadata, data, metrics from summary.json, the command that made the run)
+    into TARGET's model folder and upload the folder to REPO_ID with huggingface_hub. Needs the network and a login
+    (`hf auth login` or HF_TOKEN); offline it fails at once. One JSON line on stdout says what was done.
+
+    Example: ptcli push outputs/finetune/latest my-name/bert-sst2
+
+    Example: ptcli push --dry-run outputs/finetune/latest my-name/bert-sst2   (the card: <run>/model/README.md)
+    """
+    _set_debug(debug)
+    from ptcli.errors import PtcliError, report
+
+    try:
+        from ptcli.verbs.push import push
+
+        push(str(target), repo_id, dry_run=dry_run, private=private, license=license,
+             log=lambda m: print(m, file=sys.stderr), stdout=print)
     except PtcliError as e:
         raise typer.Exit(report(e)) from None
 
