@@ -132,7 +132,8 @@ def strategies_for(rows: int, pretrained: bool, task: str) -> list[tuple[str, bo
                 ("full", False, f"from random init, {rows} labelled rows teach little")]
     if rows < 200:
         return [("probe", True, f"{rows} rows: train only the head on frozen pretrained features"),
-                ("lora", False, "few rows for even LoRA's adapters"), ("full", False, "too few rows to move every weight")]
+                ("lora", False, "few rows for even LoRA's adapters"),
+                ("full", False, "too few rows to move every weight")]
     if rows < 2000:
         return [("lora", True, f"{rows} rows: low-rank adapters keep the pretrained weights and rarely overfit"),
                 ("full", False, "full fine-tuning overfits a few hundred rows more easily"),

