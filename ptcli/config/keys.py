@@ -143,3 +143,44 @@ def flag_hint(verb: str, args: list[str]) -> str | None:
         return (f"'{arg}' is a --flag, but ptcli takes its settings as key=value overrides (Hydra's grammar): "
                 f"{suggestion}")
     return None
+
+
+_YAML_KEY = re.compile(r"^(\s*)([\w.\-]+):(\s.*)?$")
+
+
+def plugin_comments(section: str, target: str | None) -> dict[str, str]:
+    """``section.field`` -> its meaning, for a plug-in section's ``_target_`` class (objectives and data sources
+    are importable without torch; a class that cannot be imported, torch.optim's, has none)."""
+    if not target or not target.startswith("ptcli."):
+        return {}
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return {}
+    notes: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        notes.update({k: v for k, v in comments(base).items() if v})
+    return {f"{section}.{k}": v for k, v in notes.items()}
+
+
+def annotated(verb: str, data: dict, text: str) -> str:
+    """``ptcli config``'s YAML with each key's meaning as a comment at the end of its line: the schema's comments,
+    and those beside the fields of the objective's and data source's classes."""
+    meanings = {k.name: k.meaning for k in keys_of(schema.VERB_SCHEMAS[verb]) if k.meaning}
+    for section, value in data.items():
+        if isinstance(value, dict):
+            meanings.update(plugin_comments(section, value.get("_target_")))
+    out, path = [], []
+    for line in text.splitlines():
+        match = _YAML_KEY.match(line)
+        if match:
+            depth = len(match.group(1)) // 2
+            path = path[:depth] + [match.group(2)]
+            meaning = meanings.get(".".join(path))
+            if meaning and "#" not in line:
+                line = f"{line}  # {meaning}"
+        out.append(line)
+    return "\n".join(out) + "\n"

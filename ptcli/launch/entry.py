@@ -68,13 +68,16 @@ def preflight(verb: str, args: list[str], config_dirs=()) -> dict:
 
 
 def config_yaml(verb: str, args: list[str], config_dirs=()) -> str:
-    """The fully composed, resolved config as YAML, every default filled in (``ptcli config <verb>``)."""
+    """The fully composed, resolved config as YAML, every default filled in and every key's meaning beside it
+    (``ptcli config <verb>``)."""
     from omegaconf import OmegaConf
 
+    from ptcli.config.keys import annotated
     from ptcli.config.validate import with_defaults
 
     cfg = compose(verb, prepare_args(verb, args, config_dirs), config_dirs)
-    return OmegaConf.to_yaml(OmegaConf.create(with_defaults(verb, cfg)))
+    data = with_defaults(verb, cfg)
+    return annotated(verb, data, OmegaConf.to_yaml(OmegaConf.create(data)))
 
 
 def run_verb(verb: str, args: list[str], *, dry_run=False, multirun=False, config_dirs=()) -> int:
