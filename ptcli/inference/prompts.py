@@ -70,8 +70,11 @@ class PromptReader:
             many_values = isinstance(self.prompt, Sequence) and not isinstance(self.prompt, str)
             values = list(self.prompt) if many_values else [self.prompt]
             many = len(values) > 1
+            from ptcli.objectives.sft import unescape  # "\n" typed means a newline, as in a prompt_template
+
             for i, value in enumerate(values):
-                yield from self._text(str(value) if value is not None else "", f"prompt[{i}]" if many else "prompt")
+                yield from self._text(unescape(str(value)) if value is not None else "",
+                                      f"prompt[{i}]" if many else "prompt")
         elif self.source == "file" and self.prompts_file.lower().endswith(".jsonl"):
             yield from self._jsonl(self.prompts_file)
         elif self.source == "file":

@@ -71,6 +71,16 @@ def test_json_lines_on_stdin_are_read_as_records_and_other_json_as_text():
     assert [(p.text, p.fields) for p in predict] == [("b", {"k": 1})]
 
 
+def test_a_typed_backslash_n_in_prompt_is_a_newline_as_in_a_prompt_template():
+    from ptcli.inference.prompts import PromptReader
+    from ptcli.objectives.sft import unescape
+
+    typed = "Q: 2+2?\\nA:"  # what `prompt='Q: 2+2?\nA:'` on a command line delivers
+    got = [p.text for p in PromptReader("prompt", prompt=[typed, "tab\\there"])]
+    assert got == ["Q: 2+2?\nA:", "tab\there"] == [unescape(typed), unescape("tab\\there")]
+    assert [p.text for p in PromptReader("stdin", stdin=io.StringIO("a\\nb\n"))] == ["a\\nb"], "input text stays"
+
+
 def test_prompt_source_rules(tmp_path):
     from ptcli.inference.prompts import choose_source
 
