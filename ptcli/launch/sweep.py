@@ -104,8 +104,24 @@ def write_summary(sweep_dir: Path) -> Path | None:
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in shown) + " |" for r in rows]
     note = f"\nBest point (*) by `{best_key}` ({'higher' if higher else 'lower'} is better).\n" if best_key else "\n"
+    if plot_points(sweep_dir, points, rows, varied):
+        note += "\n![every point's curves](sweep_curves.png)\n"
     (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n" + note)
     return csv_path
+
+
+def plot_points(sweep_dir: Path, points: list[Path], rows: list[dict], varied: list[str]) -> bool:
+    """``sweep_curves.png`` (training.report.plot_sweep), each point labelled by what varies; never fails the sweep."""
+    by_name = {r["point"]: r for r in rows}
+    labelled = [(p, f"{p.name}: " + ", ".join(f"{k}={by_name[p.name].get(k)}" for k in varied) if varied else p.name)
+                for p in points if p.name in by_name]
+    metric = next((r.get("best_metric_name") for r in rows if r.get("best_metric_name")), None)
+    try:
+        from ptcli.training.report import plot_sweep
+
+        return plot_sweep(sweep_dir, labelled, metric) is not None
+    except Exception:  # noqa: BLE001 - a picture is a convenience; the tables are the record
+        return False
 
 
 def _overrides_of(point: Path) -> set:

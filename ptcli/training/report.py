@@ -85,6 +85,54 @@ def plot_curves(run_dir: Path, best_metric: str | None = None, title: str | None
     return out
 
 
+def plot_sweep(sweep_dir: Path, points: list[tuple[Path, str]], best_metric: str | None = None) -> Path | None:
+    """``sweep_curves.png``: every point's validation loss (its training loss when it never evaluated) by step on
+    one plot, and beside it the best-checkpoint metric, each line labelled with the point's varied overrides.
+    None when no point logged anything or matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    runs = [(label, *read_metrics(point)) for point, label in points]
+    runs = [r for r in runs if r[1] or r[2]]
+    if not runs:
+        return None
+    metric = f"val_{best_metric}" if best_metric and best_metric != "loss" else None
+    has_metric = metric is not None and any(metric in e for _, _, evals in runs for e in evals)
+    fig, axes = plt.subplots(1, 2 if has_metric else 1, figsize=(11 if has_metric else 6.5, 4), squeeze=False)
+    left = axes[0][0]
+    for i, (label, train, evals) in enumerate(runs):
+        color = f"C{i % 10}"
+        val = [(e["step"], e["val_loss"]) for e in evals if isinstance(e.get("val_loss"), (int, float))]
+        if val:
+            left.plot(*zip(*val), "o-", color=color, label=label, linewidth=1.6, markersize=3)
+        loss = [(r["step"], r["loss"]) for r in train if isinstance(r.get("loss"), (int, float))]
+        if loss:
+            left.plot(*zip(*loss), color=color, alpha=0.35 if val else 1.0, linewidth=1.0,
+                      label=None if val else f"{label} (train)")
+        if has_metric:
+            points_ = [(e["step"], e[metric]) for e in evals if isinstance(e.get(metric), (int, float))]
+            if points_:
+                axes[0][1].plot(*zip(*points_), "o-", color=color, label=label, markersize=3)
+    left.set(xlabel="step", ylabel="loss", title="validation loss (faint: training loss)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    if has_metric:
+        right = axes[0][1]
+        right.set(xlabel="step", ylabel=best_metric, title=f"validation {best_metric}")
+        right.grid(alpha=0.3)
+        right.legend(fontsize=7)
+    fig.suptitle(f"ptcli sweep: {sweep_dir}", fontsize=10)
+    fig.tight_layout()
+    out = Path(sweep_dir) / "sweep_curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def summary_rows(summary: dict, unit: str) -> list[tuple[str, str]]:
     """(what, value) rows of the end-of-run table."""
 

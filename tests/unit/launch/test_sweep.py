@@ -40,3 +40,23 @@ def test_lower_is_better_metrics_prefer_lower_as_the_summary_declares(tmp_path):
                                       "best_metric_higher_is_better": False})
     assert [r["best"] for r in csv.DictReader(write_summary(tmp_path).open())] == ["", "*"]
     assert write_summary(tmp_path / "empty") is None if (tmp_path / "empty").mkdir() is None else False
+
+
+def test_every_points_curves_go_on_one_picture(tmp_path):
+    from PIL import Image
+
+    for n, lr in enumerate(("1e-3", "3e-4")):
+        make_point(tmp_path, n, [f"optim.lr={lr}"], {"best_metric": 0.5 + n / 10, "best_metric_name": "accuracy",
+                                                     "best_metric_higher_is_better": True})
+        rows = [{"kind": "train", "step": s, "loss": 3.0 / s + n} for s in range(1, 11)]
+        rows += [{"kind": "eval", "step": s, "val_loss": 3.2 / s + n, "val_accuracy": 0.5 + s / 100} for s in (5, 10)]
+        (tmp_path / str(n) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_summary(tmp_path)
+    picture = tmp_path / "sweep_curves.png"
+    assert Image.open(picture).size[0] > 1000, "loss and accuracy side by side"
+    assert "![every point's curves](sweep_curves.png)" in (tmp_path / "sweep_summary.md").read_text()
+    (tmp_path / "0" / "metrics.jsonl").unlink()
+    (tmp_path / "1" / "metrics.jsonl").unlink()
+    picture.unlink()
+    write_summary(tmp_path)
+    assert not picture.exists() and "sweep_curves" not in (tmp_path / "sweep_summary.md").read_text()
