@@ -80,6 +80,7 @@ def train(parts: Parts, cfg, state: LoopState) -> LoopState:
         return state
     parts.batches.start(state.step)
     model.train()
+    first_step = state.step + 1  # this process's first: its loss is shown at once, not after log_every steps
     while True:
         # ---- one optimizer step: grad_accum micro-batches, summed losses, one normalisation
         step_sum = torch.zeros((), device=device)
@@ -125,6 +126,8 @@ def train(parts: Parts, cfg, state: LoopState) -> LoopState:
                 raise _nonfinite_failure(state.step, parts.checkpoints)
             log.log("train", state.step, lr=lr, grad_norm=local_value(grad_norm), tokens=state.tokens,
                     epoch=round(parts.batches.epoch, 4), **window.flush(dist, parts))
+        elif state.step == first_step and dist.is_rank0:  # shown only (one device read, this process's loss)
+            log.peek(state.step, window.local_loss())
         if parts.evaluate is not None and (state.step % cfg.eval_every == 0 or (done and not state.preempted)):
             metrics = parts.evaluate()
             log.log("eval", state.step, **{f"val_{k}": v for k, v in metrics.items()})
@@ -178,6 +181,10 @@ class Window:
         for name, (total, count) in terms.items():
             old_total, old_count = self.terms.get(name, (0.0, 0.0))
             self.terms[name] = (old_total + total, old_count + count)
+
+    def local_loss(self) -> float:
+        """This process's mean loss so far in the window (a device read; the window goes on)."""
+        return float(self.sum) / max(float(self.count), 1.0)
 
     def flush(self, dist, parts: Parts) -> dict:
         """The window's means over all processes, throughput and MFU; then start a new window (a device read)."""

@@ -146,6 +146,18 @@ class MetricsLogger:
                 parts.append(f"eta {_clock(min(left))}")
         return " | ".join(parts)
 
+    def peek(self, step: int, loss: float) -> None:
+        """The loss of the run's first step, on the progress display only (metrics.jsonl and the trackers get the
+        log steps' means), so that a slow run shows a loss at once."""
+        if not self.enabled:
+            return
+        total = f"/{self.total}" if self.total else ""
+        if self.progress:
+            self.progress.update(self.task, info=f"loss {loss:.4f} (first step)")
+        else:
+            print(f"step {step}{total} | loss {loss:.4f} (first step; the next lines are means over train.log_every "
+                  "steps)", file=self.stream, flush=True)
+
     def finish(self, summary: dict, model_dir: Path | None) -> None:
         """The run is complete: the trackers get its summary and its final model folder, and close."""
         if self.enabled:

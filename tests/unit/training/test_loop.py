@@ -34,6 +34,9 @@ class QuietLog:
     def log(self, kind, step, **values):
         self.records.append((kind, step, values))
 
+    def peek(self, step, loss):
+        self.records.append(("peek", step, {"loss": loss}))
+
 
 def loop_cfg(**overrides):
     base = dict(max_grad_norm=1.0, log_every=1, eval_every=10_000, save_every=10_000, max_tokens=None,
@@ -102,6 +105,30 @@ def test_the_loop_equals_a_bare_pytorch_loop_bitwise(tmp_path):
         assert torch.equal(a, b), name
     assert [values["loss"] for kind, _, values in log.records if kind == "train"] == losses
     assert (tmp_path / "checkpoints" / f"step-{STEPS:08d}").is_dir(), "the last step is saved"
+
+
+def test_the_first_steps_loss_is_shown_at_once_and_the_log_steps_keep_their_means(tmp_path):
+    def run(log_every):
+        model, objective = tiny_model(), CausalLM()
+        opt, sched = optimizer_and_schedule(model)
+        log = QuietLog()
+        parts = Parts(model=model, objective=objective,
+                      batches=TrainBatches(Blocks(blocks()), objective.collate, objective.units, BATCH, seed=3,
+                                           grad_accum=ACCUM),
+                      optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler("cpu", enabled=False),
+                      placement=Placement(torch.device("cpu"), "fp32"), dist=Dist(),
+                      checkpoints=CheckpointManager(tmp_path / str(log_every), 100), log=log, total_steps=STEPS,
+                      units_per_step=BATCH * SEQ)
+        train(parts, loop_cfg(log_every=log_every, save_every=100), LoopState())
+        return log.records
+
+    every = run(1)
+    sparse = run(4)
+    assert [(kind, step) for kind, step, _ in sparse] == [("peek", 1), ("train", 4), ("train", 5)]
+    assert sparse[0][2]["loss"] == pytest.approx(every[0][2]["loss"], rel=1e-6), "the first step's own loss"
+    first_four = [values["loss"] for _, _, values in every[:4]]
+    assert sparse[1][2]["loss"] == pytest.approx(sum(first_four) / 4, rel=1e-2), "a mean over the window"
+    assert not [r for r in every if r[0] == "peek"], "log_every=1 logs the first step itself"
 
 
 def test_stop_rules_are_exact_for_steps_and_fixed_unit_counts():
