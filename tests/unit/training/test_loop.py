@@ -64,20 +64,25 @@ def optimizer_and_schedule(model):
     return opt, sched
 
 
+def loop_parts(model, log, checkpoints, keep: int = 1) -> Parts:
+    """The loop's parts for ``model`` as a causal LM on ``blocks()``: AdamW, cosine, fp32 on the CPU, one process."""
+    objective = CausalLM()
+    opt, sched = optimizer_and_schedule(model)
+    return Parts(model=model, objective=objective,
+                 batches=TrainBatches(Blocks(blocks()), objective.collate, objective.units, BATCH, seed=3,
+                                      grad_accum=ACCUM),
+                 optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler("cpu", enabled=False),
+                 placement=Placement(torch.device("cpu"), "fp32"), dist=Dist(),
+                 checkpoints=CheckpointManager(checkpoints, keep), log=log, total_steps=STEPS,
+                 units_per_step=BATCH * SEQ)
+
+
 def test_the_loop_equals_a_bare_pytorch_loop_bitwise(tmp_path):
     """Summed loss backward per micro-batch, gradients scaled by 1/tokens, clipped, AdamW, cosine schedule."""
-    model, objective = tiny_model(), CausalLM()
+    model = tiny_model()
     bare = copy.deepcopy(model)
-    opt, sched = optimizer_and_schedule(model)
     log = QuietLog()
-    parts = Parts(model=model, objective=objective,
-                  batches=TrainBatches(Blocks(blocks()), objective.collate, objective.units, BATCH, seed=3,
-                                       grad_accum=ACCUM),
-                  optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler("cpu", enabled=False),
-                  placement=Placement(torch.device("cpu"), "fp32"), dist=Dist(),
-                  checkpoints=CheckpointManager(tmp_path, 1), log=log, total_steps=STEPS,
-                  units_per_step=BATCH * SEQ)
-    state = train(parts, loop_cfg(), LoopState())
+    state = train(loop_parts(model, log, tmp_path), loop_cfg(), LoopState())
     assert state.step == STEPS and state.tokens == STEPS * BATCH * SEQ
 
     bare_opt, bare_sched = optimizer_and_schedule(bare)
@@ -109,16 +114,8 @@ def test_the_loop_equals_a_bare_pytorch_loop_bitwise(tmp_path):
 
 def test_the_first_steps_loss_is_shown_at_once_and_the_log_steps_keep_their_means(tmp_path):
     def run(log_every):
-        model, objective = tiny_model(), CausalLM()
-        opt, sched = optimizer_and_schedule(model)
         log = QuietLog()
-        parts = Parts(model=model, objective=objective,
-                      batches=TrainBatches(Blocks(blocks()), objective.collate, objective.units, BATCH, seed=3,
-                                           grad_accum=ACCUM),
-                      optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler("cpu", enabled=False),
-                      placement=Placement(torch.device("cpu"), "fp32"), dist=Dist(),
-                      checkpoints=CheckpointManager(tmp_path / str(log_every), 100), log=log, total_steps=STEPS,
-                      units_per_step=BATCH * SEQ)
+        parts = loop_parts(tiny_model(), log, tmp_path / str(log_every), keep=100)
         train(parts, loop_cfg(log_every=log_every, save_every=100), LoopState())
         return log.records
 
