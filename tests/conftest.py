@@ -67,8 +67,9 @@ def slurm():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs `-n auto --dist loadgroup`), tests that submit Slurm jobs share one
-    worker: the local cluster's one node runs one two-task job at a time."""
+    """Under pytest-xdist (`make test` runs `-n auto --dist loadgroup`) a test file runs on one worker, so that its
+    module fixtures (a trained run, a server) are made once; the tests that submit Slurm jobs share one worker,
+    whatever their file: the local cluster's one node runs one two-task job at a time."""
     for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+        group = "slurm" if item.get_closest_marker("slurm") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
