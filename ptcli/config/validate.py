@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 
 from ptcli.config import plugins, schema
 from ptcli.config.compression_rules import compress_problems, distill_problems, quantized_folder
+from ptcli.config.explain_rules import explain_problems
 from ptcli.config.paths import adapter_base, adapter_folder, looks_local, missing_base, read_model_config
 from ptcli.config.problems import ConfigError, suggest
 from ptcli.errors import PtcliError
@@ -222,6 +223,8 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
         problems += _train_problems(cfg, objective_cls)
     if verb == "predict":
         problems += _predict_problems(cfg, loaded)
+    if verb == "explain":
+        problems += explain_problems(cfg, loaded)
     if verb == "serve":
         problems += _serve_problems(cfg)
     if cfg.get("distill") is not None:
@@ -284,7 +287,7 @@ def _model_problems(model: dict, loaded: dict | None, check_files: bool, verb: s
     return problems
 
 
-USES_A_TRAINED_MODEL = ("generate", "chat", "serve", "evaluate", "predict", "prune", "quantize")
+USES_A_TRAINED_MODEL = ("generate", "chat", "serve", "evaluate", "predict", "explain", "prune", "quantize")
 
 
 def _predict_problems(cfg: dict, loaded: dict | None) -> list[str]:

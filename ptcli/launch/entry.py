@@ -26,6 +26,7 @@ RUNNERS: dict[str, str] = {
     "serve": "ptcli.verbs.serve:run",
     "evaluate": "ptcli.verbs.evaluate:run",
     "predict": "ptcli.verbs.predict:run",
+    "explain": "ptcli.verbs.explain:run",
     "prune": "ptcli.verbs.prune:run",
     "quantize": "ptcli.verbs.quantize:run",
     "tokenizer": "ptcli.verbs.tokenizer:run",
@@ -48,7 +49,7 @@ def prepare_args(verb: str, args: list[str], config_dirs=()) -> list[str]:
     return complete_overrides(verb, args, config_dirs)
 
 
-LITERAL = {"generate": "prompt", "predict": "input"}  # the key each verb takes as literal text
+LITERAL = {"generate": "prompt", "predict": "input", "explain": "input"}  # the key each verb takes as literal text
 
 
 def quote_prompt(arg: str, name: str = "prompt") -> str:

@@ -35,6 +35,9 @@ def inputs(tmp_path_factory):
     (root / "classifier").mkdir()
     (root / "classifier" / "config.json").write_text(json.dumps(
         {"model_type": "vit", "architectures": ["ViTForImageClassification"], "num_hidden_layers": 1}))
+    (root / "text-classifier").mkdir()
+    (root / "text-classifier" / "config.json").write_text(json.dumps(
+        {"model_type": "bert", "architectures": ["BertForSequenceClassification"], "num_hidden_layers": 1}))
     (root / "model").mkdir()
     (root / "model" / "config.json").write_text(json.dumps(
         {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256, "vocab_size": 500}))
@@ -65,6 +68,8 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
         args.append("dataset.hf_name=some/dataset")
     if verb == "predict":  # a classifier (predict refuses language models)
         args.append(f"model.path={inputs / 'classifier'}")
+    elif verb == "explain":  # a text classifier (explain refuses image classifiers and masked LMs)
+        args.append(f"model.path={inputs / 'text-classifier'}")
     elif verb in ("generate", "chat", "serve", "evaluate", *COMPRESS) or option == "from-path":
         args.append(f"model.path={inputs / 'model'}")
     if verb in COMPRESS:  # a model folder, not a run: no task to measure unless named (the rule has its own test)
@@ -101,7 +106,7 @@ TEXT_OBJECTIVES = {"clm", "sft", "mlm", "electra", "seq2seq", "classification", 
 VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
                  "evaluate": ("from-path", "clm"), "generate": ("from-path", None), "chat": ("from-path", None),
                  "serve": ("from-path", None),
-                 "predict": ("from-path", None), "tokenizer": (None, None),
+                 "predict": ("from-path", None), "explain": ("from-path", None), "tokenizer": (None, None),
                  "prune": ("from-path", None), "quantize": ("from-path", None)}
 
 
@@ -114,7 +119,7 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
         return f"needs the {option} package"
     model, objective = VERB_DEFAULTS[verb]
     # those always get model.path (a gpt2)
-    if group == "model" and verb not in ("generate", "chat", "serve", "predict", *GIVEN_A_MODEL):
+    if group == "model" and verb not in ("generate", "chat", "serve", "predict", "explain", *GIVEN_A_MODEL):
         model = option
     if group == "objective":
         objective = option

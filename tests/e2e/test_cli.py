@@ -155,9 +155,10 @@ def test_verb_help_lists_its_settings_with_defaults_and_meanings():
     assert "ptcli config generate` prints every key" in proc.stdout
 
 
-@pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["serve", "--help"], ["config", "pretrain"],
+@pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["serve", "--help"], ["explain", "--help"],
+                                  ["config", "pretrain"],
                                   ["pretrain", "--dry-run"], ["pretrain", "--dry-run", "optim.lrr=1"],
-                                  ["export", "no-such-run", "out"]])
+                                  ["export", "no-such-run", "out"], ["convert", "no-such-folder", "out"]])
 def test_fast_paths_do_not_import_torch(args, tmp_path):
     modules = imported_modules(args, tmp_path)
     assert "ptcli" in modules
