@@ -54,7 +54,7 @@ def test_submitit_local_runs_each_point_as_its_own_process(tmp_path):
     ids = [job_id(p) for p in points]
     assert all(i.isdigit() for i in ids) and len(set(ids)) == 2, f"a local job's id is its process id: {ids}"
     for i in ids:  # the point's output went to its job log, not to this process
-        log = (sweep / ".submitit" / i / f"{i}_0_log.out").read_text()
+        log = "".join((sweep / ".submitit" / i / f"{i}_0_log.{k}").read_text() for k in ("out", "err"))
         assert "done: 2 steps" in log and "Job completed successfully" in log, log[-2000:]
     assert "step 2/2" not in proc.stdout + proc.stderr
 
@@ -90,7 +90,7 @@ def test_submitit_slurm_submits_one_slurm_job_per_point(tmp_path):
                  "--job-name=ptcli-pretrain", "--signal=USR1@120"):  # USR1: what ptcli checkpoints on
         assert f"#SBATCH {flag}" in script, script
     for i in ids:
-        log = (sweep / ".submitit" / i / f"{i}_0_log.out").read_text()
+        log = "".join((sweep / ".submitit" / i / f"{i}_0_log.{k}").read_text() for k in ("out", "err"))
         assert f"JobEnvironment(job_id={i}," in log and "done: 2 steps" in log, log[-2000:]
         # The result is written just before the job ends; GONE: Slurm already forgot it.
         assert wait_for_job(i, 60) in {"COMPLETED", "GONE"}, f"Slurm job {i} did not complete"
