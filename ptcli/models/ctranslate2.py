@@ -217,29 +217,26 @@ def whisper_state(model: Ct2Model, where: str = "model.bin") -> tuple[dict, dict
     for prefix, dst in (("encoder/conv1", "model.encoder.conv1"), ("encoder/conv2", "model.encoder.conv2")):
         linear(prefix, dst)
     state["model.encoder.embed_positions.weight"] = var("encoder/position_encodings/encodings")
-    for i in range(enc_layers):
-        src, dst = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
+    def block(src: str, dst: str, cross: bool) -> None:  # one layer: self-attention, cross-attention, FFN
         norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
         split(f"{src}/self_attention/linear_0", [f"{dst}.self_attn.{p}_proj" for p in "qkv"])
         linear(f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj")
+        if cross:
+            norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
+            linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
+            split(f"{src}/attention/linear_1", [f"{dst}.encoder_attn.{p}_proj" for p in "kv"])
+            linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
         norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
         linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
         linear(f"{src}/ffn/linear_1", f"{dst}.fc2")
+
+    for i in range(enc_layers):
+        block(f"encoder/layer_{i}", f"model.encoder.layers.{i}", cross=False)
     norm("encoder/layer_norm", "model.encoder.layer_norm")
     state["model.decoder.embed_tokens.weight"] = embed
     state["model.decoder.embed_positions.weight"] = var("decoder/position_encodings/encodings")
     for i in range(dec_layers):
-        src, dst = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-        norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
-        split(f"{src}/self_attention/linear_0", [f"{dst}.self_attn.{p}_proj" for p in "qkv"])
-        linear(f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj")
-        norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
-        linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
-        split(f"{src}/attention/linear_1", [f"{dst}.encoder_attn.{p}_proj" for p in "kv"])
-        linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
-        norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
-        linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
-        linear(f"{src}/ffn/linear_1", f"{dst}.fc2")
+        block(f"decoder/layer_{i}", f"model.decoder.layers.{i}", cross=True)
     norm("decoder/layer_norm", "model.decoder.layer_norm")
     tied = True
     if "decoder/projection/weight" in model.aliases or "decoder/projection/weight" in model.variables:
