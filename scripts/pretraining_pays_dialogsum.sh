@@ -5,7 +5,8 @@
 # ROUGE-L on DialogSum's validation split (500 dialogues, never trained on) decides.
 #   bash scripts/pretraining_pays_dialogsum.sh [out_dir]          (BUDGET=1200 s of pretraining: about 45 minutes)
 #   BUDGET=20 FT_STEPS=5 PTCLI_ARGS=device.threads=1 bash scripts/pretraining_pays_dialogsum.sh /tmp/pays-ds  (smoke)
-#   PARALLEL=1 ...: the two fine-tuning arms side by side (their budget is steps, so sharing the machine is fair)
+#   PARALLEL=1 ...: the two fine-tuning arms side by side (their budget is steps, so sharing the machine is fair);
+#   on 2 cores add FT_ARGS=device.threads=1 so that the pretraining keeps both cores and each arm takes one
 # The scores are in $OUT/ft-*/finetune/latest/summary.json (final_val: rougeL, rouge1, ...), printed at the end.
 set -euo pipefail
 OUT=${1:-outputs/pretraining-pays-dialogsum}
@@ -15,6 +16,7 @@ FT_STEPS=${FT_STEPS:-1500}   # fine-tuning steps of 16 pairs: about 2 epochs of 
 PTCLI=${PTCLI:-ptcli}
 PARALLEL=${PARALLEL:-0}
 read -ra EXTRA <<< "${PTCLI_ARGS:-}"  # overrides added to every command, e.g. PTCLI_ARGS="device.threads=1"
+read -ra FT_EXTRA <<< "${FT_ARGS:-}"  # added to the fine-tuning arms only, e.g. FT_ARGS="device.threads=1" with PARALLEL=1
 mkdir -p "$OUT"
 
 # Pretraining trains its tokenizer on the dialogues (with T5's 100 sentinels); the random-init arm reuses it.
@@ -31,7 +33,7 @@ FINETUNE=(objective=seq2seq dataset=jsonl "dataset.files=[$DATA/train.jsonl]" "d
           dataset.text_column=dialogue dataset.label_column=summary dataset.seq_len=384 objective.max_target_len=64
           objective.max_new_tokens=64 train.batch_size=16 train.epochs=null "train.max_steps=$FT_STEPS"
           "train.eval_every=$FT_STEPS" "train.save_every=$FT_STEPS" optim.lr=1e-3 scheduler.warmup_ratio=0.06
-          "${EXTRA[@]}")
+          "${EXTRA[@]}" "${FT_EXTRA[@]}")
 arm ft-none $PTCLI finetune "${FINETUNE[@]}" model=t5-tiny "tokenizer.path=$PRETRAINED/model" run.out_dir="$OUT/ft-none"
 arm ft-span $PTCLI finetune "${FINETUNE[@]}" "model.path=$PRETRAINED" run.out_dir="$OUT/ft-span"
 failed=0

@@ -142,6 +142,17 @@ class DistillConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """Adversarial training on the input embeddings (classification, token classification): +adversarial=fgm."""
+
+    method: Literal["fgm", "pgd", "freelb"] = "fgm"
+    epsilon: float = 1.0  # FGM: the perturbation's L2 norm per example; PGD, FreeLB: the ball it stays in (0: none)
+    steps: int = 3  # PGD, FreeLB: ascent steps K (each one more forward and backward pass)
+    step_size: float = 0.3  # PGD: the step of each ascent; FreeLB: its adv-lr (0.1 in the paper)
+    init_mag: float = 0.6  # FreeLB: the size of the random start (the paper's adv-init-mag)
+
+
+@dataclass
 class RunConfig:
     """Where a run writes its outputs and caches."""
 
@@ -166,6 +177,7 @@ class TrainVerbConfig:
     tune: Optional[TuneConfig] = None  # finetune.yaml sets it
     peft: Optional[PeftConfig] = None  # +peft=lora
     distill: DistillConfig = field(default_factory=DistillConfig)  # distill.teacher=<run> switches it on
+    adversarial: Optional[AdversarialConfig] = None  # +adversarial=fgm|pgd|freelb
 
 
 @dataclass

@@ -121,7 +121,8 @@ class TokenClassification(LabelledObjective):
                 "word_tags": self.pad([e["word_tags"] for e in examples], -100)}
 
     def logits(self, model, batch):
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        inputs = {k: batch[k] for k in ("input_ids", "inputs_embeds", "attention_mask") if k in batch}
+        return model(**inputs).logits  # inputs_embeds: +adversarial's perturbed embeddings
 
     def loss(self, model, batch) -> LossOutput:
         return summed_cross_entropy(self.logits(model, batch), batch["labels"])

@@ -49,6 +49,10 @@ def run(cfg, run_dir: Path) -> dict:
             from ptcli.objectives.distill import distilled
 
             objective = distilled(objective, cfg.distill)
+        if cfg.get("adversarial") is not None:
+            from ptcli.objectives.adversarial import adversarial
+
+            objective = adversarial(objective, cfg.adversarial)
         ctx = Context(cfg, build(cfg.dataset, "dataset"), cache_dir(cfg), dist, log.info)
         setup = objective.setup(ctx)
         parts, state = assemble(cfg, objective, setup, ctx, placement, log, run_dir)
