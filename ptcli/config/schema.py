@@ -272,6 +272,18 @@ class ExplainVerbConfig:
 
 
 @dataclass
+class AttackConfig:
+    """A robustness evaluation of a text classifier: evaluate +attack=chars|hotflip|bae."""
+
+    method: Literal["chars", "hotflip", "bae"] = "chars"
+    examples: Optional[int] = 200  # the first N evaluation rows are attacked; null: all of them
+    importance: Literal["loo", "gradient"] = "loo"  # word order: leave-one-out deletion, or the gradient's norm
+    max_fraction: float = 0.2  # the most words an attack may change, as a fraction of the sentence's (at least 1)
+    candidates: int = 8  # replacements tried per word: character edits, vocabulary swaps or masked-LM proposals
+    mlm: Optional[str] = None  # bae: the masked LM that proposes words (a run dir, model folder or Hub name)
+
+
+@dataclass
 class EvaluateVerbConfig:
     """``evaluate``: a model's metrics on a dataset (a run directory brings its own objective and data)."""
 
@@ -284,6 +296,7 @@ class EvaluateVerbConfig:
     max_batches: Optional[int] = None  # stop after this many batches (a quick estimate); null: all of the data
     seed: int = 0  # masked-LM evaluation: the masking seed (the same masks whatever batch_size)
     output: Literal["auto", "table", "json"] = "auto"  # auto: a table on a terminal, one JSON object otherwise
+    attack: Optional[AttackConfig] = None  # +attack=chars|hotflip|bae: accuracy under attack instead
     run: RunConfig = field(default_factory=RunConfig)
 
 

@@ -29,3 +29,28 @@ def adversarial_problems(cfg: dict, objective_cls) -> list[str]:
         problems.append("+adversarial with device.strategy=fsdp is not supported (the embedding layer runs outside "
                         "the sharded forward): use device.strategy=ddp")
     return problems
+
+
+def attack_problems(cfg: dict, check_files: bool) -> list[str]:
+    """``evaluate +attack=...``: its settings, and the masked LM bae needs."""
+    import os
+
+    from ptcli.config.paths import looks_local, read_model_config
+
+    a = cfg["attack"]
+    problems = []
+    if a["examples"] is not None and a["examples"] < 1:
+        problems.append(f"attack.examples must be at least 1 (or null: all of them), got {a['examples']}")
+    if not 0 < a["max_fraction"] <= 1:
+        problems.append(f"attack.max_fraction is the most words changed, a fraction in (0, 1]; got {a['max_fraction']}")
+    if a["candidates"] < 1:
+        problems.append(f"attack.candidates must be at least 1, got {a['candidates']}")
+    mlm = a.get("mlm")
+    if a["method"] == "bae" and not mlm:
+        problems.append("attack=bae needs a masked LM to propose words: set attack.mlm=<a ptcli pretrain "
+                        "+objective=mlm run, a model folder or a Hub name>")
+    elif mlm and check_files and looks_local(str(mlm)) and read_model_config(str(mlm)) is None:
+        where = "does not exist" if not os.path.exists(os.path.expanduser(str(mlm))) \
+            else "is not a model folder or run directory (no config.json)"
+        problems.append(f"attack.mlm '{mlm}' {where}")
+    return problems

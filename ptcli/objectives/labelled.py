@@ -151,6 +151,21 @@ class LabelledObjective(Objective):
     def setup_evaluation(self, ctx: Context, loaded) -> EvalData:
         """The rows evaluate measures on (``dataset.val_files``, the same held-out slice fine-tuning validated on,
         or all of the named rows), encoded with the label map the model learned."""
+        rows, where = self.evaluation_rows(ctx, loaded)
+        examples, skipped = self.encode_all(rows)
+        ctx.log(f"data: {len(examples)} examples from {where}"
+                + (f" ({skipped} empty rows skipped)" if skipped else ""))
+        size, limit = ctx.cfg.batch_size, ctx.cfg.max_batches
+        starts = list(range(0, len(examples), size))[:limit] if limit else range(0, len(examples), size)
+
+        def finish(evaluator) -> dict:
+            return evaluator.compute() | {"examples": len(examples)}
+
+        return EvalData((self.collate(examples[s:s + size], None) for s in starts), where, finish, len(starts))
+
+    def evaluation_rows(self, ctx: Context, loaded) -> tuple[list, str]:
+        """The ``(where, record)`` rows evaluate measures on, and where they come from; the objective restores the
+        label map the model learned first."""
         source = ctx.source
         self.use(source, loaded.processors)
         self.check_processors(loaded.processors)
@@ -165,16 +180,7 @@ class LabelledObjective(Objective):
         if not rows:
             raise PtcliError("no evaluation rows", where=where,
                              fix="set dataset.val_files=[...] or a dataset.val_fraction above 0")
-        examples, skipped = self.encode_all(rows)
-        ctx.log(f"data: {len(examples)} examples from {where}"
-                + (f" ({skipped} empty rows skipped)" if skipped else ""))
-        size, limit = ctx.cfg.batch_size, ctx.cfg.max_batches
-        starts = list(range(0, len(examples), size))[:limit] if limit else range(0, len(examples), size)
-
-        def finish(evaluator) -> dict:
-            return evaluator.compute() | {"examples": len(examples)}
-
-        return EvalData((self.collate(examples[s:s + size], None) for s in starts), where, finish, len(starts))
+        return rows, where
 
     def pad(self, rows: list, value: int, left: bool = False):
         """Right-pad (or left-pad) lists of ints into a LongTensor."""

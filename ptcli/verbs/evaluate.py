@@ -45,7 +45,7 @@ def run(cfg, run_dir: Path, stdout=None, stderr=None, overrides: list[str] | Non
     for note in notes:
         log(note)
     effcfg = OmegaConf.create(eff)
-    metrics, name = evaluate(effcfg, kind, named, log, stderr)
+    metrics, name = evaluate(effcfg, kind, named, log, stderr, Path(run_dir))
     seconds = time.perf_counter() - started
     result = {"model": path, "objective": name, **metrics, "seconds": round(seconds, 2)}
     write_outputs(result, effcfg, notes, Path(run_dir))
@@ -53,8 +53,9 @@ def run(cfg, run_dir: Path, stdout=None, stderr=None, overrides: list[str] | Non
     return result
 
 
-def evaluate(cfg, kind: str, named: bool, log, stderr) -> tuple[dict, str]:
-    """Load the model as the objective trains it, and drive the objective's evaluator over its evaluation data."""
+def evaluate(cfg, kind: str, named: bool, log, stderr, run_dir: Path | None = None) -> tuple[dict, str]:
+    """Load the model as the objective trains it, and drive the objective's evaluator over its evaluation data
+    (with ``+attack=...``: attack it, writing the attacked examples into ``run_dir``)."""
     import torch
 
     from ptcli.config.build import build
@@ -82,6 +83,10 @@ def evaluate(cfg, kind: str, named: bool, log, stderr) -> tuple[dict, str]:
     ctx = Context(cfg, source, cache_dir(cfg), Dist(), log, split=split)
     described = evaluate_config.describe(source, split, objective.unit)
     log(f"data: {described}")
+    if cfg.get("attack") is not None:
+        from ptcli.verbs.attack import attack
+
+        return attack(cfg, objective, loaded, ctx, run_dir, stderr) | {"data": described}, name
     data = objective.setup_evaluation(ctx, loaded)
     evaluator = objective.evaluator()
     started = time.perf_counter()
