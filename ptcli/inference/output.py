@@ -86,3 +86,30 @@ def silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):  # stdout is not a real file (tests capturing it)
         pass
+
+
+class Progress:
+    """A rich progress bar on stderr when it is a terminal; nothing otherwise (logs say the rest)."""
+
+    def __init__(self, stderr, unit: str):
+        self.stderr, self.unit, self.bar = stderr, unit, None
+
+    def __enter__(self):
+        if self.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar("[bold]evaluate", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                           console=Console(file=self.stderr), transient=True)
+            self.task = self.bar.add_task(self.unit, total=None)
+            self.bar.start()
+        return self
+
+    def update(self, done: int, total: int | None) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -19,7 +19,7 @@ def attack(cfg, objective, loaded, ctx, run_dir: Path | None, stderr) -> dict:
     from ptcli.errors import PtcliError
     from ptcli.inference.attacks import Attack, Victim, summarize
     from ptcli.inference.loading import load_for_inference
-    from ptcli.verbs.evaluate import Progress
+    from ptcli.inference.output import Progress
 
     settings = cfg.attack
     if objective.name != "classification" or getattr(objective, "regression", False):

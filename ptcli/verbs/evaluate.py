@@ -61,6 +61,7 @@ def evaluate(cfg, kind: str, named: bool, log, stderr, run_dir: Path | None = No
     from ptcli.config.build import build
     from ptcli.errors import PtcliError
     from ptcli.inference.loading import KIND_CLASSES, load_for_inference
+    from ptcli.inference.output import Progress
     from ptcli.objectives.base import Context
     from ptcli.training.loop import to_device
     from ptcli.training.parallel import Dist
@@ -146,30 +147,3 @@ def show(result: dict, output: str, stdout) -> None:
         shown = f"{value:.6g}" if isinstance(value, float) else ("-" if value is None else str(value))
         table.add_row(key, shown)
     Console(file=stdout, soft_wrap=True).print(table)
-
-
-class Progress:
-    """A rich progress bar on stderr when it is a terminal; nothing otherwise (logs say the rest)."""
-
-    def __init__(self, stderr, unit: str):
-        self.stderr, self.unit, self.bar = stderr, unit, None
-
-    def __enter__(self):
-        if self.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
-            from rich.progress import Progress as Bar
-
-            self.bar = Bar("[bold]evaluate", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                           console=Console(file=self.stderr), transient=True)
-            self.task = self.bar.add_task(self.unit, total=None)
-            self.bar.start()
-        return self
-
-    def update(self, done: int, total: int | None) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
