@@ -2,9 +2,9 @@
 
 1. integrated gradients' convergence: |delta| (captum's sum(attributions) - (F(x) - F(baseline)), F the predicted
    class's logit) on 20 validation sentences, at --steps (50);
-2. the deletion test: on 200 validation sentences (of more than 3 tokens), how often deleting the 3 tokens with the
-   highest attribution lowers the predicted class's probability more than deleting 3 random ones (the issue asks for
-   at least 70%);
+2. the deletion test: on the first 200 validation sentences of more than 3 words, how often deleting the 3 tokens
+   with the highest attribution lowers the predicted class's probability more than deleting 3 random ones (the
+   issue asks for at least 70%);
 3. attention rows sum to 1 (every layer and head, eager attention), and rollout rows too.
 
 The validation sentences are the run's own held-out rows (its dataset section, split as training split them), or,
@@ -92,13 +92,14 @@ def main() -> int:
                         float((rollout(attentions).sum(-1) - 1).abs().max()))
     delta_s = time.perf_counter() - started
     started = time.perf_counter()
-    deletion = deletion_check(explainer, texts[:args.deletions], k=3, seed=0)
+    longer = [t for t in texts if len(t.split()) > 3]  # deleting 3 tokens of 3 or fewer leaves nothing to compare
+    deletion = deletion_check(explainer, longer[:args.deletions], k=3, seed=0)
     results = {
         "model": args.model, "steps": args.steps, "baseline": "pad", "sentences": where,
         "delta": {"n": len(deltas), "max_abs": max(deltas), "mean_abs": sum(deltas) / len(deltas),
                   "mean_abs_f_gap": sum(gaps) / len(gaps), "passes": max(deltas) < 0.01,
                   "seconds": round(delta_s, 1)},
-        "deletion": {**deletion, "n": min(args.deletions, len(texts)),
+        "deletion": {**deletion, "n": min(args.deletions, len(longer)),
                      "passes": deletion["fraction"] is not None and deletion["fraction"] >= 0.7,
                      "seconds": round(time.perf_counter() - started, 1)},
         "max_row_sum_error": worst_row, "rows_pass": worst_row < 1e-4,
