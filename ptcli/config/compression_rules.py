@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 
-from ptcli.config.paths import looks_local, read_model_config
+from ptcli.config.paths import model_path_problem
 
 
 def distill_problems(cfg: dict, check_files: bool) -> list[str]:
@@ -22,11 +21,8 @@ def distill_problems(cfg: dict, check_files: bool) -> list[str]:
         if distill["init_from_teacher"]:
             problems.append("distill.init_from_teacher=true needs distill.teacher=<the teacher's run or folder>")
         return problems
-    if check_files and looks_local(str(teacher)) and read_model_config(str(teacher)) is None:
-        from ptcli.config.paths import close_path
-
-        where = "does not exist" + close_path(str(teacher)) if not os.path.exists(os.path.expanduser(str(teacher))) \
-            else "is not a model folder or run directory (no config.json)"
+    where = model_path_problem(str(teacher)) if check_files else None
+    if where:
         problems.append(f"distill.teacher '{teacher}' {where}")
     return problems
 

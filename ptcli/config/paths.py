@@ -267,3 +267,15 @@ def _resolves(host: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def model_path_problem(path: str) -> str | None:
+    """Why a local-looking ``path`` is not a model folder or run directory ("does not exist ...", "is not ..."), or
+    None when it is one or names something else (a Hub model)."""
+    import os
+
+    if not looks_local(path) or read_model_config(path) is not None:
+        return None
+    if not os.path.exists(os.path.expanduser(path)):
+        return "does not exist" + close_path(path)
+    return "is not a model folder or run directory (no config.json)"

@@ -33,9 +33,7 @@ def adversarial_problems(cfg: dict, objective_cls) -> list[str]:
 
 def attack_problems(cfg: dict, check_files: bool) -> list[str]:
     """``evaluate +attack=...``: its settings, and the masked LM bae needs."""
-    import os
-
-    from ptcli.config.paths import looks_local, read_model_config
+    from ptcli.config.paths import model_path_problem
 
     a = cfg["attack"]
     problems = []
@@ -49,8 +47,6 @@ def attack_problems(cfg: dict, check_files: bool) -> list[str]:
     if a["method"] == "bae" and not mlm:
         problems.append("attack=bae needs a masked LM to propose words: set attack.mlm=<a ptcli pretrain "
                         "+objective=mlm run, a model folder or a Hub name>")
-    elif mlm and check_files and looks_local(str(mlm)) and read_model_config(str(mlm)) is None:
-        where = "does not exist" if not os.path.exists(os.path.expanduser(str(mlm))) \
-            else "is not a model folder or run directory (no config.json)"
+    elif mlm and check_files and (where := model_path_problem(str(mlm))):
         problems.append(f"attack.mlm '{mlm}' {where}")
     return problems
