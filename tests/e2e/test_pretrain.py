@@ -67,7 +67,15 @@ def test_exported_model_loads_without_ptcli_and_matches(tmp_path):
               "assert 'ptcli' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
+    # The weights are bit-identical; the logits only up to summation order (the subprocess may use another
+    # number of threads than this xdist worker).
+    from safetensors.torch import load_file
+    exported = load_file(str(run / "model" / "model.safetensors"))
+    shared = [name for name in model.state_dict() if name in exported]
+    assert len(shared) >= len(exported) - 1, "the exported names are the model's own (a tied head may be left out)"
+    for name in shared:
+        assert torch.equal(exported[name], model.state_dict()[name]), name
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_mlm_pretraining_gives_a_masked_lm_folder(tmp_path):
