@@ -101,7 +101,7 @@ def sections(verb: str) -> list[str]:
     cls = schema.VERB_SCHEMAS[verb]
     return [f.name for f in dataclasses.fields(cls)
             if dataclasses.is_dataclass(_default(f)) or f.name in schema.PLUGIN_SECTIONS
-            or f.name in ("tune", "peft", "adversarial", "attack")]
+            or f.name in ("tune", "peft", "adversarial", "privacy", "attack")]
 
 
 def shown(value) -> str:

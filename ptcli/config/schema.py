@@ -153,6 +153,18 @@ class AdversarialConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differentially private training (DP-SGD through Opacus) of a classifier or tagger: +privacy=dp."""
+
+    method: Literal["dp"] = "dp"
+    epsilon: Optional[float] = 8.0  # the budget spent by the end of the planned steps (null: give noise_multiplier)
+    delta: float = 1e-5  # keep it below 1 / the number of training rows
+    max_grad_norm: float = 1.0  # each example's gradient is clipped to this L2 norm before the batch sums them
+    noise_multiplier: Optional[float] = None  # null: found from epsilon, delta, the sample rate and planned steps
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"  # Opacus's accountants: Renyi DP, PRV (tighter), Gaussian DP
+
+
+@dataclass
 class RunConfig:
     """Where a run writes its outputs and caches."""
 
@@ -178,6 +190,7 @@ class TrainVerbConfig:
     peft: Optional[PeftConfig] = None  # +peft=lora
     distill: DistillConfig = field(default_factory=DistillConfig)  # distill.teacher=<run> switches it on
     adversarial: Optional[AdversarialConfig] = None  # +adversarial=fgm|pgd|freelb
+    privacy: Optional[PrivacyConfig] = None  # +privacy=dp
 
 
 @dataclass
@@ -273,10 +286,11 @@ class ExplainVerbConfig:
 
 @dataclass
 class AttackConfig:
-    """A robustness evaluation of a text classifier: evaluate +attack=chars|hotflip|bae."""
+    """A robustness (chars, hotflip, bae) or privacy (membership) evaluation of a text classifier:
+    evaluate +attack=chars|hotflip|bae|membership."""
 
-    method: Literal["chars", "hotflip", "bae"] = "chars"
-    examples: Optional[int] = 200  # the first N evaluation rows are attacked; null: all of them
+    method: Literal["chars", "hotflip", "bae", "membership"] = "chars"
+    examples: Optional[int] = 200  # the first N evaluation rows are attacked (membership: N of each side); null: all
     importance: Literal["loo", "gradient"] = "loo"  # word order: leave-one-out deletion, or the gradient's norm
     max_fraction: float = 0.2  # the most words an attack may change, as a fraction of the sentence's (at least 1)
     candidates: int = 8  # replacements tried per word: character edits, vocabulary swaps or masked-LM proposals
@@ -296,7 +310,7 @@ class EvaluateVerbConfig:
     max_batches: Optional[int] = None  # stop after this many batches (a quick estimate); null: all of the data
     seed: int = 0  # masked-LM evaluation: the masking seed (the same masks whatever batch_size)
     output: Literal["auto", "table", "json"] = "auto"  # auto: a table on a terminal, one JSON object otherwise
-    attack: Optional[AttackConfig] = None  # +attack=chars|hotflip|bae: accuracy under attack instead
+    attack: Optional[AttackConfig] = None  # +attack=chars|hotflip|bae: accuracy under attack; membership: leakage
     run: RunConfig = field(default_factory=RunConfig)
 
 

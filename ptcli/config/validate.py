@@ -17,7 +17,7 @@ from ptcli.config.compression_rules import compress_problems, distill_problems, 
 from ptcli.config.explain_rules import explain_problems
 from ptcli.config.paths import adapter_base, adapter_folder, looks_local, missing_base, read_model_config
 from ptcli.config.problems import ConfigError, suggest
-from ptcli.config.security_rules import adversarial_problems, attack_problems
+from ptcli.config.security_rules import adversarial_problems, attack_problems, privacy_problems
 from ptcli.errors import PtcliError
 
 MISSING = "???"
@@ -232,6 +232,8 @@ def cross_field_problems(verb: str, cfg: dict, classes: dict, check_files: bool)
         problems += distill_problems(cfg, check_files)
     if cfg.get("adversarial") is not None:
         problems += adversarial_problems(cfg, objective_cls)
+    if cfg.get("privacy") is not None:
+        problems += privacy_problems(cfg, objective_cls)
     if verb == "evaluate" and cfg.get("attack") is not None:
         problems += attack_problems(cfg, check_files)
     if verb in ("prune", "quantize"):

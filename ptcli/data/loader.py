@@ -57,6 +57,37 @@ class StepOrder:
         return [sorted(mine[i * micro:(i + 1) * micro]) for i in range(self.grad_accum)]
 
 
+    def count(self, position: int) -> int:
+        """How many micro-batches the step that starts at ``position`` has."""
+        return self.grad_accum
+
+
+class PoissonOrder(StepOrder):
+    """DP-SGD's sampling (``+privacy=dp``): every example joins a step's batch independently with probability
+    ``global_batch / N``, so a batch has ``global_batch`` examples on average and the accountant's subsampling
+    amplification holds. The draw is a pure function of (seed, step), so a resumed run draws the same batches; the
+    step's examples are split into up to ``grad_accum`` micro-batches (virtual batches: one noisy step over them).
+    One process only: the noise is added once, to the sum."""
+
+    def __init__(self, indices, global_batch: int, seed: int, grad_accum: int = 1):
+        super().__init__(indices, global_batch, seed, 0, 1, grad_accum)
+        self.rate = global_batch / max(len(self.indices), 1)
+        self._cached: tuple[int, list] | None = None
+
+    def micro_batches(self, position: int) -> list[list[int]]:
+        step = position // self.global_batch
+        if self._cached is None or self._cached[0] != step:
+            draw = np.random.default_rng([self.seed, 0x5EED, step]).random(len(self.indices))
+            chosen = self.indices[draw < self.rate]
+            parts = min(self.grad_accum, len(chosen))  # an empty draw is a step of noise alone
+            self._cached = (step, [sorted(int(i) for i in part) for part in np.array_split(chosen, parts)]
+                            if parts else [])
+        return self._cached[1]
+
+    def count(self, position: int) -> int:
+        return len(self.micro_batches(position))
+
+
 class _Steps:
     """The DataLoader's sampler: keys ``(step, micro, indices)`` from a position on, one per micro-batch, forever."""
 
@@ -116,10 +147,12 @@ class TrainBatches:
     optimizer step as ``(batch, units)`` pairs; the state is the position (examples consumed), so resume is exact."""
 
     def __init__(self, data, collate: Callable, units: Callable, global_batch: int, seed: int, rank: int = 0,
-                 world: int = 1, grad_accum: int = 1, workers: int = 0, pin: bool = False, indices=None):
+                 world: int = 1, grad_accum: int = 1, workers: int = 0, pin: bool = False, indices=None,
+                 poisson: bool = False):
         self.data = data
-        self.order = StepOrder(range(len(data)) if indices is None else indices, global_batch, seed, rank, world,
-                               grad_accum)
+        rows = range(len(data)) if indices is None else indices
+        self.order = PoissonOrder(rows, global_batch, seed, grad_accum) if poisson else \
+            StepOrder(rows, global_batch, seed, rank, world, grad_accum)
         self.dataset = Collated(data, collate, units, seed, rank)
         self.global_batch, self.grad_accum, self.workers, self.pin = global_batch, grad_accum, workers, pin
         self.position = 0
@@ -139,7 +172,7 @@ class TrainBatches:
     def next_step(self) -> list:
         if self._iter is None:
             self.start(0)
-        out = [next(self._iter) for _ in range(self.grad_accum)]
+        out = [next(self._iter) for _ in range(self.order.count(self.position))]
         self.position += self.global_batch
         return out
 

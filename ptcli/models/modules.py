@@ -24,10 +24,11 @@ class ModelSet(torch.nn.ModuleDict):
 
 
 def unwrap(model):
-    """The module inside torch.compile and DDP wrappers (what checkpoints and exports save). FSDP shards a module in
-    place, so an FSDP module unwraps to itself (its weights are shards)."""
+    """The module inside torch.compile, DDP and Opacus wrappers (what checkpoints and exports save). FSDP shards a
+    module in place, so an FSDP module unwraps to itself (its weights are shards)."""
     while True:
-        inner = getattr(model, "_orig_mod", None) or (model.module if hasattr(model, "no_sync") else None)
+        inner = getattr(model, "_orig_mod", None) or (model.module if hasattr(model, "no_sync") else None) \
+            or (model._module if type(model).__name__ == "GradSampleModule" else None)  # Opacus (+privacy=dp)
         if inner is None:
             return model
         model = inner

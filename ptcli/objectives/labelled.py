@@ -182,6 +182,15 @@ class LabelledObjective(Objective):
                              fix="set dataset.val_files=[...] or a dataset.val_fraction above 0")
         return rows, where
 
+    def training_rows(self, ctx: Context) -> tuple[list, str]:
+        """The ``(where, record)`` rows a run trained on (call ``evaluation_rows`` first): its training files less
+        the held-out slice, as training carved it."""
+        source = ctx.source
+        rows = list(source.records("train", ctx.log))
+        if not source.has_split("val"):
+            rows, _ = carve_split(rows, source.val_fraction)
+        return rows, f"the training rows of {source.describe('train')}"
+
     def pad(self, rows: list, value: int, left: bool = False):
         """Right-pad (or left-pad) lists of ints into a LongTensor."""
         import torch

@@ -59,6 +59,7 @@ class Parts:
     preemption: Any = None
     flops_per_unit: float | None = None
     peak_flops: float | None = None
+    privacy: Any = None  # ptcli.training.privacy.Privacy (+privacy=dp): its epsilon is logged at log steps
 
 
 def train(parts: Parts, cfg, state: LoopState) -> LoopState:
@@ -125,7 +126,8 @@ def train(parts: Parts, cfg, state: LoopState) -> LoopState:
             if nonfinite.item():  # a sync point, at log steps only
                 raise _nonfinite_failure(state.step, parts.checkpoints)
             log.log("train", state.step, lr=lr, grad_norm=local_value(grad_norm), tokens=state.tokens,
-                    epoch=round(parts.batches.epoch, 4), **window.flush(dist, parts))
+                    epoch=round(parts.batches.epoch, 4), **window.flush(dist, parts),
+                    **(parts.privacy.step_metrics(state.step) if parts.privacy is not None else {}))
         elif state.step == first_step and dist.is_rank0:  # shown only (one device read, this process's loss)
             log.peek(state.step, window.local_loss())
         if parts.evaluate is not None and (state.step % cfg.eval_every == 0 or (done and not state.preempted)):

@@ -13,6 +13,7 @@ from ptcli.training.loop import LoopState, Parts
 def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple[Parts, LoopState]:
     """The loop's parts for this run and the state it starts from (a checkpoint's when resuming)."""
     from ptcli.data.loader import TrainBatches
+    from ptcli.errors import PtcliError
     from ptcli.training import checkpoint, optim
     from ptcli.training.mfu import peak_flops
     from ptcli.training.parallelize import place_helpers, prepare_model
@@ -31,11 +32,21 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
     optimizer = optim.build_optimizer(cfg.optim, module, placement.device.type,
                                       layer_decay=tune.layer_lr_decay if tune is not None else None)
     total_steps = planned_steps(cfg, len(data.train), data.units_per_example)
+    privacy = None
+    if cfg.get("privacy") is not None:  # DP-SGD: per-example gradients, Poisson batches, a noisy optimizer
+        from ptcli.training.privacy import Privacy
+
+        if dist.enabled:
+            raise PtcliError("+privacy=dp trains in one process (the noise is added once, to the sum); this run "
+                             f"has {dist.world}", fix="start it without torchrun/srun, or device.strategy=single")
+        privacy = Privacy(cfg.privacy, len(data.train), cfg.train.batch_size, total_steps, log.info)
+        model = privacy.wrap_model(module, log.info)
     scheduler = optim.build_scheduler(cfg.scheduler, optimizer, total_steps or 0)
     scaler = placement.scaler()
     workers = cfg.train.workers if cfg.train.workers is not None else (2 if placement.device.type == "cuda" else 0)
     batches = TrainBatches(data.train, objective.collate, objective.units, cfg.train.batch_size, cfg.train.seed,
-                           dist.rank, dist.world, cfg.train.grad_accum, workers, placement.device.type == "cuda")
+                           dist.rank, dist.world, cfg.train.grad_accum, workers, placement.device.type == "cuda",
+                           poisson=privacy is not None)
     checkpoints = checkpoint.CheckpointManager(run_dir, cfg.train.keep_last)
     state = LoopState()
     found = resume_point(cfg.train.resume, run_dir, checkpoints, dist, log.info)
@@ -45,6 +56,8 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
         log.info(f"resumed from {found} at step {state.step}")
     elif cfg.train.resume == "auto":
         log.info("train.resume=auto: no checkpoint in this run directory yet, starting fresh")
+    if privacy is not None:
+        optimizer = privacy.wrap_optimizer(optimizer)
     folder = run_dir / setup.processors.folder_name
     folder.mkdir(exist_ok=True)
     if dist.is_rank0:
@@ -62,7 +75,7 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
                   evaluate=(lambda: validation_metrics(model, objective, data.val, cfg, dist, placement))
                   if len(data.val) else None,
                   on_best=best_exporter(model, objective, setup.processors, cfg, dist, run_dir),
-                  flops_per_unit=flops, peak_flops=peak)
+                  flops_per_unit=flops, peak_flops=peak, privacy=privacy)
     return parts, state
 
 

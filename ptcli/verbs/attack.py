@@ -27,6 +27,8 @@ def attack(cfg, objective, loaded, ctx, run_dir: Path | None, stderr) -> dict:
                          f"{'regression model' if getattr(objective, 'regression', False) else objective.name} run",
                          fix="Attack a model fine-tuned with objective=classification")
     rows, where = objective.evaluation_rows(ctx, loaded)
+    if settings.method == "membership":
+        return membership(cfg, objective, loaded, ctx, rows, where, run_dir)
     source = objective.data
     if source.text_pair_column:
         raise PtcliError("+attack attacks single sentences; this data has sentence pairs "
@@ -69,4 +71,50 @@ def attack(cfg, objective, loaded, ctx, run_dir: Path | None, stderr) -> dict:
     ctx.log(f"attack: clean accuracy {metrics['clean_accuracy']:.4f}, under attack {metrics['attacked_accuracy']:.4f}"
             f", success rate {metrics['attack_success_rate']:.4f}, {metrics['perturbed_word_fraction']:.1%} of the "
             f"words changed on success" + (f"; the examples in {run_dir / 'attacks.jsonl'}" if run_dir else ""))
+    return metrics
+
+
+def membership(cfg, objective, loaded, ctx, held_out: list, where: str, run_dir: Path | None) -> dict:
+    """``+attack=membership``: the loss-threshold attack on up to ``attack.examples`` training rows (members) and
+    as many held-out rows; the per-example losses go to ``membership.jsonl``."""
+    import numpy as np
+
+    from ptcli.data.records import text_field
+    from ptcli.errors import PtcliError
+    from ptcli.inference.attacks import Victim
+    from ptcli.inference.membership import losses, summarize
+
+    source = objective.data
+    members, member_where = objective.training_rows(ctx)
+    if not members or not held_out:
+        raise PtcliError("+attack=membership needs training rows and held-out rows",
+                         where=f"{member_where}; {where}", fix="Evaluate a run with dataset.val_fraction above 0 or "
+                         "dataset.val_files")
+    n = min(len(members), len(held_out), cfg.attack.examples or len(members) + len(held_out))
+    rng = np.random.default_rng(cfg.seed)
+    pick = [[rows[i] for i in sorted(rng.permutation(len(rows))[:n])] for rows in (members, held_out)]
+
+    def texts_labels(rows):
+        texts = []
+        for where_row, record in rows:
+            text = text_field(record, source.text_column, "dataset.text_column", where_row)
+            if source.text_pair_column:
+                text = (text, text_field(record, source.text_pair_column, "dataset.text_pair_column", where_row))
+            texts.append(text)
+        return texts, [objective._label(record, where_row) for where_row, record in rows]
+
+    ctx.log(f"attack: membership inference by loss threshold on {n} of {member_where} and {n} of {where}")
+    victim = Victim(loaded.model, loaded.tokenizer, loaded.placement.device, cfg.batch_size,
+                    min(loaded.context or 512, source.seq_len or 512))
+    found = [losses(victim, *texts_labels(rows)) for rows in pick]
+    metrics = {"attack": "membership", **summarize(*found)}
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "membership.jsonl", "w") as out:
+            for member, rows, values in ((True, pick[0], found[0]), (False, pick[1], found[1])):
+                for (where_row, _), loss in zip(rows, values):
+                    out.write(json.dumps({"where": str(where_row), "member": member, "loss": loss}) + "\n")
+    ctx.log(f"attack: membership AUC {metrics['membership_auc']:.4f} (0.5: the loss tells nothing), advantage "
+            f"{metrics['membership_advantage']:.4f}, TPR at 1% FPR {metrics['tpr_at_1pct_fpr']:.4f}; mean loss "
+            f"{metrics['member_loss']:.4f} on members, {metrics['nonmember_loss']:.4f} on held-out rows")
     return metrics

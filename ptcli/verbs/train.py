@@ -67,8 +67,11 @@ def run(cfg, run_dir: Path) -> dict:
         if dist.is_rank0:
             final = finetune.export_final(plain, setup.processors, objective, run_dir, cfg, log.info)
             n_params = sum(p.numel() for p in plain.parameters())
+            extras = end_of_run(run_dir, cfg, placement)
+            if parts.privacy is not None:
+                extras |= private_card(parts.privacy, state.step, final, log.info)
             summary = write_summary(run_dir, cfg, objective, state, setup.data, n_params, time.time() - wall_start,
-                                    extras=end_of_run(run_dir, cfg, placement))
+                                    extras=extras)
             log.finish(summary, final)  # the experiment trackers get the summary and the final model folder
             log.info(f"done: {state.step} steps, final model in {final}")
             from ptcli.training.report import show_summary
@@ -102,6 +105,19 @@ def end_of_run(run_dir: Path, cfg, placement) -> dict:
     curves = plot_curves(run_dir, cfg.train.best_metric, title=f"ptcli {run_dir.parent.name}: {run_dir}")
     extras["curves"] = str(curves) if curves else None
     return extras
+
+
+def private_card(privacy, steps: int, model_dir: Path, log) -> dict:
+    """+privacy=dp: the epsilon spent (and how) for summary.json, and a section of the model folder's README.md."""
+    from ptcli.training.privacy import card_section
+
+    facts = privacy.facts(steps)
+    readme = model_dir / "README.md"
+    text = readme.read_text() if readme.is_file() else "# A model trained with ptcli\n"
+    readme.write_text(text + card_section(facts))
+    p = facts["privacy"]
+    log(f"privacy: spent epsilon {p['epsilon']:.3f} at delta {p['delta']:g} over {steps} steps")
+    return facts
 
 
 def stopped(cfg, run_dir: Path, state, signal_name: str | None, dist, log) -> None:
