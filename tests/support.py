@@ -31,11 +31,126 @@ TINY_FINETUNE = ["model=bert-tiny", "model.layers=2", "model.heads=2", "model.hi
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
             stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``python -m ptcli ARGS`` in a subprocess, as a user would run it; returns the completed process."""
+    """``python -m ptcli ARGS`` in a process of its own, as a user would run it; returns the completed process.
+
+    The process is forked from this test process once torch and transformers are imported here (they take 5-10 s
+    to import, a large part of each CLI test), and then runs ``python -m ptcli`` as a fresh interpreter would.
+    Tests that set environment variables (libraries read some at import time) and ``PTCLI_TEST_FORK=0`` get a
+    fresh interpreter.
+    """
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("PTCLI_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "ptcli", *args], cwd=cwd, env=full_env, text=True,
-                          capture_output=True, timeout=timeout, input=stdin)
+    command = [sys.executable, "-m", "ptcli", *args]
+    if env is None and os.environ.get("PTCLI_TEST_FORK", "1") == "1" and hasattr(os, "fork"):
+        _warm()
+        return _forked(command, cwd, full_env, timeout, stdin)
+    return subprocess.run(command, cwd=cwd, env=full_env, text=True, capture_output=True, timeout=timeout,
+                          input=stdin)
+
+
+def _warm() -> None:
+    """What every training or inference command imports, imported once in this process (forks share it)."""
+    import torch  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+
+
+def _forked(command: list[str], cwd, env: dict, timeout: float, stdin: str | None) -> subprocess.CompletedProcess:
+    """``command`` (``python -m ptcli ...``) in a forked child of this process, with its own streams, directory,
+    environment, exit handlers and warning filters; a timeout kills it (and the processes it started)."""
+    import signal
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as inp:
+        if stdin is not None:
+            inp.write(stdin.encode())
+            inp.seek(0)
+        sys.stdout.flush(), sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _child(command[3:], cwd, env, inp.fileno() if stdin is not None else None, out.fileno(), err.fileno())
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                for target in (-pid, pid):  # its process group first: DataLoader workers, torchrun, servers
+                    try:
+                        os.kill(target, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                os.waitpid(pid, 0)
+                out.seek(0), err.seek(0)
+                raise subprocess.TimeoutExpired(command, timeout, output=out.read().decode(errors="replace"),
+                                                stderr=err.read().decode(errors="replace"))
+            time.sleep(0.02)
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(command, code, out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
+
+
+def _child(args: list[str], cwd, env: dict, stdin_fd: int | None, out_fd: int, err_fd: int) -> None:
+    import atexit
+    import logging
+    import runpy
+    import threading
+    import traceback
+    import warnings
+
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        os.dup2(stdin_fd if stdin_fd is not None else os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False))
+        sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), write_through=True)
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+        os.chdir(cwd if cwd is not None else os.getcwd())
+        os.environ.clear()
+        os.environ.update(env)
+        atexit._clear()  # this test process's exit handlers are not the CLI's
+        warnings.filters[:] = _FRESH_WARNING_FILTERS
+        warnings.showwarning = warnings._showwarning_orig
+        for handler in list(logging.root.handlers):  # pytest's log capture
+            logging.root.removeHandler(handler)
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+        for name in [m for m in sys.modules if m == "ptcli" or m.startswith("ptcli.")]:
+            del sys.modules[name]  # ptcli imports afresh: its import-time state (the verb's help) reads argv
+        sys.argv = ["ptcli", *args]
+        try:
+            runpy.run_module("ptcli", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as e:
+            if e.code is None:
+                code = 0
+            elif isinstance(e.code, int):
+                code = e.code
+            else:
+                print(e.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        threading._shutdown()  # as the interpreter does at exit: wait for the CLI's own threads
+        atexit._run_exitfuncs()
+        sys.stdout.flush(), sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - the child must never return into pytest
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+# The warning filters of a fresh interpreter that imported ptcli (taken when pytest imports this module, before a
+# test's own filters): a forked CLI shows the warnings `python -m ptcli` would.
+_FRESH_WARNING_FILTERS = list(__import__("warnings").filters)
 
 
 def shared_data(relative: str) -> Path:

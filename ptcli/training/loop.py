@@ -97,6 +97,8 @@ def train(parts: Parts, cfg, state: LoopState) -> LoopState:
                 with parts.placement.autocast():
                     out = objective.loss(model, batch)
                 parts.scaler.scale(out.sum).backward()
+            if parts.privacy is not None and not last:  # DP-SGD: clip this micro-batch's examples, free them
+                parts.privacy.accumulate(parts.optimizer)
             step_sum += out.sum.detach().float()
             step_count += out.count
             for name, (term_sum, term_count) in out.logs.items():

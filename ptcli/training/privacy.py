@@ -96,6 +96,13 @@ class Privacy:
                                  "classifiers work), or freeze the offending layers") from None
         return wrapped
 
+    def accumulate(self, optimizer) -> None:
+        """After each micro-batch's backward but the step's last: clip its per-example gradients into the running
+        sum and free them, so that memory holds one micro-batch's per-example gradients, not the virtual batch's."""
+        optimizer.clip_and_accumulate()
+        for p in optimizer.params:
+            p.grad_sample = None
+
     def wrap_optimizer(self, optimizer):
         return _ExpectedBatchOptimizer(optimizer, noise_multiplier=self.noise_multiplier,
                                        max_grad_norm=float(self.settings.max_grad_norm),

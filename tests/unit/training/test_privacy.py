@@ -139,9 +139,12 @@ def test_the_noisy_step_clips_each_example_sums_over_micro_batches_and_divides_b
     privacy = Privacy(settings(epsilon=None, noise_multiplier=1e-12, max_grad_norm=clip), 1000, 10, 10, print)
     wrapped = privacy.wrap_model(model, print)
     optimizer = privacy.wrap_optimizer(torch.optim.SGD(model.parameters(), lr=0.0))
-    for part in (slice(0, 3), slice(3, 4)):  # two micro-batches (a virtual batch) in one step
+    for part in (slice(0, 2), slice(2, 3), slice(3, 4)):  # three micro-batches (a virtual batch) in one step
         logits = wrapped(input_ids=ids[part], attention_mask=mask[part]).logits
         torch.nn.functional.cross_entropy(logits, y[part], reduction="sum").backward()
+        if part.stop < 4:  # as the loop does: clipped into the sum, the per-example gradients freed
+            privacy.accumulate(optimizer)
+            assert all(p.grad_sample is None for p in model.parameters())
     optimizer.step()
     names = [n for n, _ in model.named_parameters()]
     norms = [torch.sqrt(sum(g[n].pow(2).sum() for n in names)) for g in expected]
