@@ -114,7 +114,8 @@ class TuneConfig:
 
     freeze_embeddings: bool = False
     freeze_layers: int = 0  # freeze the embeddings and the first N transformer blocks
-    head_only: bool = False  # train the task head only (a linear probe)
+    head_only: bool = False  # train the task head only (with BERT's pooler: a probe)
+    trainable: list[str] = field(default_factory=list)  # train only these modules (e.g. [classifier]); others frozen
     layer_lr_decay: Optional[float] = None  # e.g. 0.9: each block below the head trains 0.9x slower
 
 

@@ -34,8 +34,16 @@ def is_head(name: str) -> bool:
 
 
 def freeze(model, tune, log) -> None:
-    """``tune.freeze_embeddings``, ``tune.freeze_layers`` (the first N blocks) or ``tune.head_only``."""
-    if not (tune.freeze_embeddings or tune.freeze_layers or tune.head_only):
+    """``tune.freeze_embeddings``, ``tune.freeze_layers`` (the first N blocks), ``tune.head_only`` or
+    ``tune.trainable`` (only the named modules train: ``classifier``, ``bert.encoder.layer.5``)."""
+    trainable = list(getattr(tune, "trainable", None) or [])
+    if trainable:
+        missing = [t for t in trainable if not any(f".{t}." in f".{name}" for name, _ in model.named_parameters())]
+        if missing:
+            tops = sorted({name.split(".")[0] for name, _ in model.named_parameters()})
+            raise PtcliError(f"tune.trainable names modules the model does not have: {', '.join(missing)}",
+                             fix=f"name modules by their path in the model, e.g. one of: {', '.join(tops)}")
+    if not (tune.freeze_embeddings or tune.freeze_layers or tune.head_only or trainable):
         return
     n_layers = count_layers(model)
     if tune.freeze_layers > n_layers:
@@ -45,7 +53,8 @@ def freeze(model, tune, log) -> None:
     for name, p in model.named_parameters():
         lid = layer_id(name, n_layers)
         off = (tune.head_only and not is_head(name)) or (tune.freeze_embeddings and lid == 0) or \
-            (0 < lid <= tune.freeze_layers) or (tune.freeze_layers and lid == 0)
+            (0 < lid <= tune.freeze_layers) or (tune.freeze_layers and lid == 0) or \
+            (trainable and not any(f".{t}." in f".{name}" for t in trainable))
         if off:
             p.requires_grad_(False)
             frozen += p.numel()

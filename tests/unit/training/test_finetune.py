@@ -70,6 +70,26 @@ def test_freeze_layers_and_head_only(tiny_bert):
                lambda _m: None)
 
 
+def test_trainable_trains_only_the_named_modules_and_names_what_exists(tiny_bert):
+    import copy
+
+    from ptcli.errors import PtcliError
+    from ptcli.training.finetune import freeze
+
+    plain = dict(freeze_embeddings=False, freeze_layers=0, head_only=False)
+    model = copy.deepcopy(tiny_bert)
+    freeze(model, SimpleNamespace(**plain, trainable=["classifier"]), lambda _m: None)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+    model = copy.deepcopy(tiny_bert)
+    freeze(model, SimpleNamespace(**plain, trainable=["bert.encoder.layer.2", "classifier"]), lambda _m: None)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "classifier.bias" in names and all(n.startswith(("bert.encoder.layer.2.", "classifier.")) for n in names)
+    assert not any(n.startswith("bert.encoder.layer.1.") for n in names)
+    with pytest.raises(PtcliError, match="does not have: clasifier") as e:
+        freeze(copy.deepcopy(tiny_bert), SimpleNamespace(**plain, trainable=["clasifier"]), lambda _m: None)
+    assert "classifier" in e.value.fix and "bert" in e.value.fix
+
+
 def test_hf_dataset_folder_gives_train_and_validation_records(tmp_path):
     from ptcli.data.sources.hub import HFDataset
 
