@@ -97,7 +97,4 @@ def privacy_problems(cfg: dict, objective_cls) -> list[str]:
                         "gradient without clipping it, and that is not private")
     if (cfg.get("distill") or {}).get("teacher"):
         problems.append("+privacy=dp with distill.teacher is not supported: train one of them first")
-    if cfg.get("peft") is not None:
-        problems.append("+privacy=dp with +peft=lora is not supported yet: fine-tune in full or freeze layers "
-                        "(tune.freeze_layers=N)")
     return problems
