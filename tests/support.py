@@ -209,6 +209,13 @@ def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
+def sentiment_csv(folder: Path, n: int) -> Path:
+    """``folder/train.csv`` with ``n`` sentiment rows (text,label): the data of the fine-tuning e2e tests."""
+    path = folder / "train.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in sentiment_rows(n)))
+    return path
+
+
 # ---- tiny models for generate/evaluate
 TEXT = ("Once upon a time there was a little cat. The cat liked to sit in the sun.\n"
         "One day the cat saw a bird. The bird sang a song, and the cat was happy.\n")

@@ -10,16 +10,14 @@ import sys
 
 import pytest
 
-from tests.support import TINY_FINETUNE, assert_one_screen, records, run_cli, sentiment_rows
+from tests.support import TINY_FINETUNE, assert_one_screen, records, run_cli, sentiment_csv
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adversarial")
-    (root / "train.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in sentiment_rows(200)))
-    return root / "train.csv"
+    return sentiment_csv(tmp_path_factory.mktemp("adversarial"), 200)
 
 
 def args(data, steps=4):

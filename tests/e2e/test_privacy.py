@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.support import TINY_FINETUNE, assert_one_screen, records, run_cli, sentiment_rows
+from tests.support import TINY_FINETUNE, assert_one_screen, records, run_cli, sentiment_csv
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("opacus")
@@ -17,9 +17,7 @@ pytest.importorskip("opacus")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("privacy")
-    (root / "train.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in sentiment_rows(300)))
-    return root / "train.csv"
+    return sentiment_csv(tmp_path_factory.mktemp("privacy"), 300)
 
 
 def args(data, steps=6):
