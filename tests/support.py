@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing.process
 import os
 import random
 import re
@@ -31,68 +32,66 @@ TINY_FINETUNE = ["model=bert-tiny", "model.layers=2", "model.heads=2", "model.hi
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
             stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``python -m ptcli ARGS`` in a fresh interpreter, as a user would run it; returns the completed process.
+    """``python -m ptcli ARGS`` as a user would run it, as a fresh interpreter would; returns the completed process.
 
-    ``PTCLI_TEST_FORK=1`` (experimental, off by default) forks the process from this test process instead, once
-    torch and transformers are imported here (5-10 s of each CLI test), and runs ``python -m ptcli`` in the child
-    as a fresh interpreter would. It halves the time of training tests, but in a full run one forked ``evaluate``
-    hung until its timeout after other tests of the same worker had run models in-process (state that does not
-    survive a fork, such as a thread pool, is the likely cause): not the default until that is found. Tests that
-    set environment variables always get a fresh interpreter.
+    By default the command is forked from a *zygote*: one process per test worker that has imported torch and
+    transformers (5-10 s of every CLI test) and then only forks, so that no child inherits threads, OpenMP teams
+    or models from tests run in-process (a fork of the test process itself once hung on such state). The child
+    gets its own streams, directory, environment, exit handlers, warning filters and a fresh import of ptcli.
+    Tests that set environment variables get a fresh interpreter (torch reads some at import), and so does
+    everything under ``PTCLI_TEST_FORK=0``.
     """
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("PTCLI_DEBUG", None)
     command = [sys.executable, "-m", "ptcli", *args]
-    if env is None and os.environ.get("PTCLI_TEST_FORK", "0") == "1" and hasattr(os, "fork"):
-        _warm()
+    if env is None and os.environ.get("PTCLI_TEST_FORK", "1") == "1" and sys.platform == "linux":
         return _forked(command, cwd, full_env, timeout, stdin)
     return subprocess.run(command, cwd=cwd, env=full_env, text=True, capture_output=True, timeout=timeout,
                           input=stdin)
 
 
-def _warm() -> None:
-    """What every training or inference command imports, imported once in this process (forks share it)."""
-    import torch  # noqa: F401
-    import transformers.modeling_utils  # noqa: F401
+_ZYGOTE = []
+
+
+def _zygote():
+    """The forkserver context whose server has imported what every training or inference command imports."""
+    if not _ZYGOTE:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torch", "transformers.modeling_utils", "tests.support"])
+        _ZYGOTE.append(context)
+    return _ZYGOTE[0]
 
 
 def _forked(command: list[str], cwd, env: dict, timeout: float, stdin: str | None) -> subprocess.CompletedProcess:
-    """``command`` (``python -m ptcli ...``) in a forked child of this process, with its own streams, directory,
-    environment, exit handlers and warning filters; a timeout kills it (and the processes it started)."""
+    """``command`` (``python -m ptcli ...``) in a child of the zygote; a timeout kills it (and its process group:
+    DataLoader workers, torchrun, servers)."""
     import signal
     import tempfile
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as inp:
-        if stdin is not None:
-            inp.write(stdin.encode())
-            inp.seek(0)
-        sys.stdout.flush(), sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            _child(command[3:], cwd, env, inp.fileno() if stdin is not None else None, out.fileno(), err.fileno())
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                for target in (-pid, pid):  # its process group first: DataLoader workers, torchrun, servers
-                    try:
-                        os.kill(target, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                os.waitpid(pid, 0)
-                out.seek(0), err.seek(0)
-                raise subprocess.TimeoutExpired(command, timeout, output=out.read().decode(errors="replace"),
-                                                stderr=err.read().decode(errors="replace"))
-            time.sleep(0.02)
-        code = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        return subprocess.CompletedProcess(command, code, out.read().decode(errors="replace"),
-                                           err.read().decode(errors="replace"))
+    with tempfile.TemporaryDirectory(prefix="ptcli-fork-") as scratch:
+        streams = {name: os.path.join(scratch, name) for name in ("in", "out", "err")}
+        for name, text in (("in", stdin or ""), ("out", ""), ("err", "")):
+            Path(streams[name]).write_text(text)
+        child = _zygote().Process(target=_child, daemon=False,
+                                  args=(command[3:], str(cwd or os.getcwd()), env, stdin is not None, streams))
+        child.start()
+        child.join(timeout)
+        timed_out = child.exitcode is None
+        if timed_out:
+            for kill in (lambda: os.killpg(child.pid, signal.SIGKILL), lambda: os.kill(child.pid, signal.SIGKILL)):
+                try:
+                    kill()
+                except (ProcessLookupError, PermissionError):
+                    pass
+            child.join()
+        out, err = (Path(streams[name]).read_bytes().decode(errors="replace") for name in ("out", "err"))
+        if timed_out:
+            raise subprocess.TimeoutExpired(command, timeout, output=out, stderr=err)
+        return subprocess.CompletedProcess(command, child.exitcode, out, err)
 
 
-def _child(args: list[str], cwd, env: dict, stdin_fd: int | None, out_fd: int, err_fd: int) -> None:
+def _child(args: list[str], cwd: str, env: dict, has_stdin: bool, streams: dict) -> None:
+    """Runs in the zygote's fork: becomes ``python -m ptcli ARGS`` and exits with its code (never returns)."""
     import atexit
     import logging
     import runpy
@@ -103,24 +102,25 @@ def _child(args: list[str], cwd, env: dict, stdin_fd: int | None, out_fd: int, e
     code = 1
     try:
         os.setpgid(0, 0)
-        os.dup2(stdin_fd if stdin_fd is not None else os.open(os.devnull, os.O_RDONLY), 0)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
+        os.dup2(os.open(streams["in"] if has_stdin else os.devnull, os.O_RDONLY), 0)
+        os.dup2(os.open(streams["out"], os.O_WRONLY | os.O_TRUNC), 1)
+        os.dup2(os.open(streams["err"], os.O_WRONLY | os.O_TRUNC), 2)
         sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False))
         sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), write_through=True)
         sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), write_through=True)
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-        os.chdir(cwd if cwd is not None else os.getcwd())
+        os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
-        atexit._clear()  # this test process's exit handlers are not the CLI's
+        atexit._clear()  # multiprocessing's exit handlers are not the CLI's
         warnings.filters[:] = _FRESH_WARNING_FILTERS
         warnings.showwarning = warnings._showwarning_orig
-        for handler in list(logging.root.handlers):  # pytest's log capture
+        for handler in list(logging.root.handlers):
             logging.root.removeHandler(handler)
-        from hydra.core.global_hydra import GlobalHydra
-
-        GlobalHydra.instance().clear()
+        # the CLI is a main process (it starts DataLoader workers and torchrun), not a multiprocessing child
+        multiprocessing.process._current_process = _MAIN_PROCESS()
+        multiprocessing.process._children = set()
+        multiprocessing.process._parent_process = None
         for name in [m for m in sys.modules if m == "ptcli" or m.startswith("ptcli.")]:
             del sys.modules[name]  # ptcli imports afresh: its import-time state (the verb's help) reads argv
         sys.argv = ["ptcli", *args]
@@ -141,7 +141,7 @@ def _child(args: list[str], cwd, env: dict, stdin_fd: int | None, out_fd: int, e
         threading._shutdown()  # as the interpreter does at exit: wait for the CLI's own threads
         atexit._run_exitfuncs()
         sys.stdout.flush(), sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - the child must never return into pytest
+    except BaseException:  # noqa: BLE001 - the child must never return into multiprocessing
         try:
             traceback.print_exc()
         except BaseException:  # noqa: BLE001
@@ -149,6 +149,9 @@ def _child(args: list[str], cwd, env: dict, stdin_fd: int | None, out_fd: int, e
     finally:
         os._exit(code)
 
+
+# What a fresh interpreter's multiprocessing.current_process() is (the class is private to multiprocessing).
+_MAIN_PROCESS = type(multiprocessing.process.current_process()) if multiprocessing.parent_process() is None else None
 
 # The warning filters of a fresh interpreter that imported ptcli (taken when pytest imports this module, before a
 # test's own filters): a forked CLI shows the warnings `python -m ptcli` would.
