@@ -99,3 +99,39 @@ class ReplyPrinter:
     def end(self) -> None:
         self.stream.write("\n")
         self.stream.flush()
+
+
+class LineReader:
+    """Lines of the chat's input that a Ctrl-C can always interrupt.
+
+    A blocking ``readline()`` on a pipe or terminal is interrupted only when the kernel delivers SIGINT to the main
+    thread; with torch's worker threads alive it may pick one of those, and the read goes on waiting. Here the main
+    thread waits in ``select`` with a short timeout, so Python runs the pending signal handler (KeyboardInterrupt)
+    within a fraction of a second. Streams without a file descriptor (tests' StringIO) are read as they are.
+    """
+
+    def __init__(self, stream, poll_s: float = 0.2):
+        self.stream, self.poll_s, self.pending = stream, poll_s, b""
+        try:
+            self.fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    def readline(self) -> str:
+        """The next line with its newline; "" at end of input."""
+        import os
+        import select
+
+        if self.fd is None:
+            return self.stream.readline()
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([self.fd], [], [], self.poll_s)
+            if not ready:
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            self.pending += chunk
+        line, newline, self.pending = self.pending.partition(b"\n")
+        return (line + newline).decode(self.encoding, errors="replace")

@@ -66,12 +66,13 @@ class ChatSession:
         self.log("type a message and press Enter; /help lists the commands, /exit or Ctrl-D leaves")
 
     def loop(self) -> None:
-        from ptcli.inference.conversation import HELP, parse_command
+        from ptcli.inference.conversation import HELP, LineReader, parse_command
 
+        lines = LineReader(self.stdin)
         while True:
             try:
                 print(">>> ", end="", file=self.stderr, flush=True)
-                line = self.stdin.readline()
+                line = lines.readline()
             except KeyboardInterrupt:  # Ctrl-C at the prompt: leave
                 line = ""
             if not line:

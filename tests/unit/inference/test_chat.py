@@ -231,3 +231,47 @@ def test_chat_keeps_the_history_cuts_it_to_the_context_and_survives_ctrl_c(chat_
     assert all(turn[0] == {"role": "system", "content": "Be brief."} for turn in seen)
     assert seen[3][-1]["content"].startswith("fourth") and seen[3][1]["content"] != seen[0][1]["content"]
     assert "reply stopped" in err
+
+
+def test_the_line_reader_splits_chunks_into_lines_and_ends_with_the_input():
+    import os
+
+    from ptcli.inference.conversation import LineReader
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"one\ntwo\nthr")
+    os.write(write_end, "ée".encode())
+    os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as stream:
+        reader = LineReader(stream)
+        assert [reader.readline() for _ in range(4)] == ["one\n", "two\n", "thrée", ""]
+
+
+def test_ctrl_c_interrupts_the_line_reader_when_another_thread_takes_the_signal():
+    """The kernel may deliver SIGINT to any thread (torch keeps several): the read must still end at once."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ptcli.inference.conversation import LineReader
+
+    read_end, write_end = os.pipe()
+
+    def other_thread():  # SIGINT is not blocked here, so the kernel delivers it to this thread
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        os.write(write_end, b"too late\n")  # what a reader that ignored the signal would return
+
+    helper = threading.Thread(target=other_thread, daemon=True)
+    helper.start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # ... and never to the reading thread
+    start = time.monotonic()
+    try:
+        with os.fdopen(read_end, encoding="utf-8") as stream:
+            with pytest.raises(KeyboardInterrupt):
+                LineReader(stream).readline()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    assert time.monotonic() - start < 3
