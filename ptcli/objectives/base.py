@@ -95,6 +95,7 @@ class Objective:
     metrics: ClassVar[tuple] = (LOSS,)
     unit: ClassVar[str] = "tokens"  # what throughput counts: tokens, images, seconds
     peft_config: ClassVar[dict | None] = None  # peft LoraConfig arguments for LoRA on its model (None: unsupported)
+    full_logits: ClassVar[bool] = False  # a wrapper reads the model's logits (distillation): no chunked loss
 
     # ---- declarations read before anything runs (torch-free)
     @classmethod

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ptcli.errors import PtcliError
-from ptcli.objectives.base import LOSS, Context, EvalData, Evaluator, LossOutput, Metric, summed_cross_entropy
+from ptcli.objectives.base import LOSS, Context, EvalData, Evaluator, LossOutput, Metric
 from ptcli.objectives.lm import LanguageModelling
 
 
 @dataclass(eq=False)
 class CausalLM(LanguageModelling):
     """Next-token prediction over packed blocks; documents are separated by the end-of-text token."""
+
+    chunked_loss: bool = True  # the loss a chunk of positions at a time: never all the logits (linear_ce.py)
 
     name = "clm"
     auto_class = "AutoModelForCausalLM"
@@ -26,12 +28,13 @@ class CausalLM(LanguageModelling):
     def loss(self, model, batch) -> LossOutput:
         import torch.nn.functional as F
 
+        from ptcli.objectives.linear_ce import causal_lm_loss
+
         input_ids = batch["input_ids"]
-        logits = model(input_ids=input_ids).logits
         # Position t predicts token t+1. Shift the labels, not the logits: slicing the (batch, seq, vocab)
         # logits would copy the largest tensor of the step (transformers' own loss does the same).
         labels = F.pad(batch.get("labels", input_ids)[:, 1:], (0, 1), value=-100)
-        return summed_cross_entropy(logits, labels)
+        return causal_lm_loss(model, labels, self.chunked_loss and not self.full_logits, input_ids=input_ids)
 
     def evaluator(self) -> Evaluator:
         return PerplexityEvaluator(self)

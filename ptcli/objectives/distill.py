@@ -42,6 +42,8 @@ def distilled(objective, settings):
 class Distillation:
     """The mixin ``distilled`` puts in front of the task objective's class."""
 
+    full_logits = True  # the soft targets compare the student's logits with the teacher's at every position
+
     distill: Any
     shared_vocab: int | None
 

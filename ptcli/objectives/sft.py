@@ -12,7 +12,7 @@ from typing import Optional
 
 from ptcli.data.records import column, text_field
 from ptcli.errors import PtcliError
-from ptcli.objectives.base import LossOutput, summed_cross_entropy
+from ptcli.objectives.base import LossOutput
 from ptcli.objectives.labelled import LabelledObjective
 
 DEFAULT_CHAT_TEMPLATE = (
@@ -39,6 +39,7 @@ class SFT(LabelledObjective):
     prompt_template: Optional[str] = None  # e.g. "{instruction}\n\n{input}" (Alpaca); null: dataset.text_column
     messages_column: Optional[str] = None  # chat records: a list of {role, content}
     packing: bool = False  # several examples per sequence (attention still flows across them)
+    chunked_loss: bool = True  # the loss a chunk of positions at a time: never all the logits (linear_ce.py)
 
     name = "sft"
     auto_class = "AutoModelForCausalLM"
@@ -158,5 +159,8 @@ class SFT(LabelledObjective):
     def loss(self, model, batch) -> LossOutput:
         import torch.nn.functional as F
 
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return summed_cross_entropy(logits, F.pad(batch["labels"][:, 1:], (0, 1), value=-100))
+        from ptcli.objectives.linear_ce import causal_lm_loss
+
+        return causal_lm_loss(model, F.pad(batch["labels"][:, 1:], (0, 1), value=-100),
+                              self.chunked_loss and not self.full_logits, input_ids=batch["input_ids"],
+                              attention_mask=batch["attention_mask"])

@@ -1,0 +1,178 @@
+"""Cross-entropy through a causal LM's output layer, a chunk of positions at a time (the idea of Liger's fused linear
+cross-entropy and of cut-cross-entropy): the ``batch x seq x vocab`` logits are never materialised at once.
+
+The plain path keeps the logits, their fp32 copy and the fp32 gradient of the softmax alive together: with
+SmolLM2's 49,152-token vocabulary that is 3 x 200 MB per 1,024-token sequence, more than its weights. Here each
+chunk's logits are computed, turned into the loss and into the gradients of the hidden states and of the output
+layer's weight (the loss is a scalar, so backward only scales them), and freed. The model runs its own forward,
+hooks and wrappers included (DDP, PEFT, compile), asked for its hidden states and the last position's logits only
+(``logits_to_keep=1``); those logits check, once per model, that its logits really are its output layer applied
+to its last hidden state (no soft-capping or scaling in between). Anything else falls back to the plain path.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+from ptcli.objectives.base import LossOutput, summed_cross_entropy
+
+# Per model: whether the chunked path applies (decided on its first batch).
+_DECIDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Config attributes of model families that transform the logits after the output layer.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_logits_scaling")
+
+
+def causal_lm_loss(model, labels, chunked: bool = True, **inputs) -> LossOutput:
+    """Summed next-token cross-entropy of ``model(**inputs)`` against ``labels`` (already shifted, -100 ignored)."""
+    head = output_layer(model) if chunked and _DECIDED.get(model, True) else None
+    if head is not None:
+        out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1]
+        if model not in _DECIDED:
+            _DECIDED[model] = _agrees(hidden, head, out.logits)
+        if _DECIDED[model]:
+            return linear_cross_entropy(hidden, head.weight, head.bias, labels)
+    return summed_cross_entropy(model(**inputs).logits, labels)
+
+
+def output_layer(model):
+    """The plain ``nn.Linear`` output layer of a causal LM that takes ``logits_to_keep``, under DDP, PEFT or
+    compile; None where the chunked path does not apply (FSDP's sharded weights, adapted or quantized heads,
+    models that transform their logits)."""
+    import inspect
+
+    import torch
+
+    inner = model
+    for _ in range(8):  # compile, DDP and PEFT wrappers, outermost first
+        if type(inner).__name__.startswith("FSDP"):  # FSDP2's sharded modules: the weights are not whole here
+            return None
+        if hasattr(inner, "_orig_mod"):
+            inner = inner._orig_mod
+        elif isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+            inner = inner.module
+        elif hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        else:
+            break
+    if not hasattr(inner, "get_output_embeddings"):
+        return None
+    config = getattr(inner, "config", None)
+    if any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    head = inner.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or type(head.weight) is not torch.nn.Parameter:  # DTensor: sharded
+        return None
+    if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+        return None
+    return head
+
+
+def _agrees(hidden, head, logits) -> bool:
+    """Whether the model's last-position logits equal its output layer applied to its last hidden state."""
+    import torch
+
+    with torch.no_grad():
+        mine = torch.nn.functional.linear(hidden[:, -1].to(head.weight.dtype), head.weight, head.bias).float()
+        theirs = logits[:, -1].float()
+        scale = 1.0 + theirs.abs().max().item()
+        tolerance = 1e-4 if hidden.dtype == torch.float32 else 2e-2
+        return mine.shape == theirs.shape and (mine - theirs).abs().max().item() <= tolerance * scale
+
+
+def chunk_rows(rows: int, vocab: int, hidden: int) -> int:
+    """Rows per chunk: each chunk's logits about the size of the hidden states (Liger's rule), 64..rows."""
+    per_chunk = math.ceil(rows / max(1, math.ceil(vocab / hidden)))
+    return max(1, min(rows, max(64, 1 << max(0, per_chunk - 1).bit_length())))
+
+
+def linear_cross_entropy(hidden, weight, bias, labels, chunk: int | None = None) -> LossOutput:
+    """``summed_cross_entropy(hidden @ weight.T + bias, labels)``, chunked; differentiable in hidden, weight, bias."""
+    import torch
+
+    flat = hidden.reshape(-1, hidden.size(-1))
+    flat_labels = labels.reshape(-1)
+    chunk = chunk or chunk_rows(flat.size(0), weight.size(0), weight.size(1))
+    grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (flat, weight, bias))
+    if grads:
+        total = _LinearCrossEntropy.apply(flat, weight, bias, flat_labels, chunk)
+    else:
+        total, _ = _chunked(flat, weight, bias, flat_labels, chunk, need=(False, False, False))
+    return LossOutput(total, (flat_labels != -100).sum())
+
+
+def _chunked(hidden, weight, bias, labels, chunk: int, need: tuple[bool, bool, bool]):
+    """The summed loss and, where ``need`` says, the gradients of hidden, weight and bias (fp32 accumulators)."""
+    import torch
+
+    dtype = hidden.dtype
+    w = weight.to(dtype)
+    b = bias.to(dtype) if bias is not None else None
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if need[0] else None
+    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need[1] else None
+    grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need[2] else None
+    for start in range(0, hidden.size(0), chunk):
+        h = hidden[start:start + chunk]
+        y = labels[start:start + chunk]
+        logits = torch.nn.functional.linear(h, w, b).float()
+        valid = y != -100
+        safe = torch.where(valid, y, 0)
+        lse = torch.logsumexp(logits, dim=-1)
+        target = logits.gather(1, safe[:, None])[:, 0]
+        total += torch.where(valid, lse - target, 0.0).sum()
+        if not any(need):
+            continue
+        # d(loss)/d(logits) = softmax - one_hot(label), zero on ignored positions; in place over the logits
+        probs = logits.sub_(lse[:, None]).exp_()
+        probs[torch.arange(probs.size(0), device=probs.device), safe] -= 1.0
+        probs *= valid[:, None]
+        if need[2]:
+            grad_bias += probs.sum(0)
+        probs = probs.to(dtype)
+        if need[0]:
+            grad_hidden[start:start + chunk] = probs @ w
+        if need[1]:
+            grad_weight += (probs.T @ h).float()
+    return total, (grad_hidden, grad_weight, grad_bias)
+
+
+def _function():
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        """Forward computes the loss and its gradients chunk by chunk; backward scales them by the incoming one."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, labels, chunk):
+            need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
+            with torch.autocast(hidden.device.type, enabled=False):
+                total, grads = _chunked(hidden, weight, bias, labels, chunk, need)
+            ctx.grad_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+            ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
+            ctx.present = tuple(g is not None for g in grads)
+            return total
+
+        @staticmethod
+        def backward(ctx, grad_total):
+            saved = ctx.saved_tensors
+            out = [(g * grad_total).to(dtype) if present else None
+                   for g, present, dtype in zip(saved, ctx.present, ctx.grad_dtypes)]
+            return out[0], out[1], out[2], None, None
+
+    return LinearCrossEntropy
+
+
+class _Lazy:
+    """The autograd function, defined on first use (torch is imported lazily)."""
+
+    _cls = None
+
+    def apply(self, *args):
+        if _Lazy._cls is None:
+            _Lazy._cls = _function()
+        return _Lazy._cls.apply(*args)
+
+
+_LinearCrossEntropy = _Lazy()

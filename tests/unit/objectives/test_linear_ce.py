@@ -1,0 +1,100 @@
+"""The chunked linear cross-entropy: the same loss and gradients as the plain computation, without the full logits."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from ptcli.objectives import linear_ce  # noqa: E402
+from ptcli.objectives.base import summed_cross_entropy  # noqa: E402
+
+
+def _inputs(rows=37, hidden=16, vocab=50, bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(rows, hidden, generator=g, requires_grad=True)
+    w = torch.randn(vocab, hidden, generator=g, requires_grad=True)
+    b = torch.randn(vocab, generator=g, requires_grad=True) if bias else None
+    y = torch.randint(0, vocab, (rows,), generator=g)
+    y[::5] = -100
+    return h, w, b, y
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_loss_and_gradients_equal_the_plain_computation(chunk, bias):
+    h, w, b, y = _inputs(bias=bias)
+    plain = summed_cross_entropy(torch.nn.functional.linear(h, w, b), y)
+    (plain.sum * 0.5).backward()
+    expected = [t.grad.clone() for t in (h, w, b) if t is not None]
+    for t in (h, w, b):
+        if t is not None:
+            t.grad = None
+    chunked = linear_ce.linear_cross_entropy(h, w, b, y, chunk=chunk)
+    (chunked.sum * 0.5).backward()
+    assert int(chunked.count) == int(plain.count) == int((y != -100).sum())
+    assert abs(chunked.sum.item() - plain.sum.item()) <= 1e-6 * abs(plain.sum.item())
+    for got, want in zip([t.grad for t in (h, w, b) if t is not None], expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_without_gradients_it_only_sums():
+    h, w, b, y = _inputs()
+    with torch.no_grad():
+        out = linear_ce.linear_cross_entropy(h, w, b, y, chunk=8)
+    assert not out.sum.requires_grad
+    assert out.sum.item() == pytest.approx(summed_cross_entropy(h @ w.T + b, y).sum.item(), rel=1e-6)
+
+
+def test_chunks_hold_logits_about_the_size_of_the_hidden_states():
+    assert linear_ce.chunk_rows(8192, 49152, 576) == 128  # SmolLM2: 86x the hidden size per row
+    assert linear_ce.chunk_rows(10, 49152, 576) == 10
+    assert linear_ce.chunk_rows(4096, 512, 64) == 512
+
+
+def _gpt2(**extra):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=97, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0, **extra)
+    return transformers.GPT2LMHeadModel(config).eval()  # no dropout: two forwards compare
+
+
+def test_a_causal_lm_trains_with_the_same_loss_and_gradients():
+    model = _gpt2()
+    ids = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(1))
+    labels = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
+    plain = summed_cross_entropy(model(input_ids=ids).logits, labels)
+    plain.sum.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    chunked = linear_ce.causal_lm_loss(model, labels, input_ids=ids)
+    chunked.sum.backward()
+    assert linear_ce._DECIDED[model] is True
+    assert chunked.sum.item() == pytest.approx(plain.sum.item(), rel=1e-6)
+    for name, p in model.named_parameters():  # the tied embedding gets both its contributions
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_model_whose_logits_are_not_its_output_layer_falls_back_to_the_plain_loss():
+    model = _gpt2()
+    head = model.get_output_embeddings()
+    head.register_forward_hook(lambda module, args, out: out * 2.0)  # logits no longer = head(hidden)
+    ids = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(2))
+    labels = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
+    got = linear_ce.causal_lm_loss(model, labels, input_ids=ids)
+    assert linear_ce._DECIDED[model] is False
+    assert got.sum.item() == pytest.approx(summed_cross_entropy(model(input_ids=ids).logits, labels).sum.item())
+
+
+def test_the_output_layer_is_found_through_peft_and_refused_where_it_does_not_apply():
+    peft = pytest.importorskip("peft")
+    model = _gpt2()
+    assert linear_ce.output_layer(model) is model.lm_head
+    wrapped = peft.get_peft_model(_gpt2(), peft.LoraConfig(r=2, target_modules=["c_attn"], task_type="CAUSAL_LM"))
+    assert linear_ce.output_layer(wrapped) is wrapped.get_base_model().lm_head
+    adapted = peft.get_peft_model(_gpt2(), peft.LoraConfig(r=2, target_modules=["lm_head"], task_type="CAUSAL_LM"))
+    assert linear_ce.output_layer(adapted) is None  # an adapted head is not a plain linear layer
+    capped = _gpt2()
+    capped.config.final_logit_softcapping = 30.0
+    assert linear_ce.output_layer(capped) is None
