@@ -4,8 +4,9 @@ Fixed workload (issue #3): GPT-2 style, 4 layers, 4 heads, 256 wide, seq 256, ba
 2 threads. Prints tokens/s for both, their ratio, and the model FLOPs utilisation against the peak of a
 large fp32 matmul measured in the same process.
 
-Rounds are interleaved, and which side runs first alternates (bare-ptcli, ptcli-bare, ...), so that a busy spell of
-the machine and any warm-up of the CPU hit both; the ratio reported is the median of the rounds' ratios.
+ptcli runs twice per round: as it is (the chunked causal-LM loss) and with ``objective.chunked_loss=false``.
+Rounds are interleaved, and the order of the arms alternates (bare-ptcli-plain, plain-ptcli-bare, ...), so that a
+busy spell of the machine and any warm-up of the CPU hit all; the ratios reported are medians of the rounds' ratios.
 
 Run: .venv/bin/python scripts/bench_train.py [--steps 60] [--rounds 3] [--threads 2] [--device cpu]
 """
@@ -76,7 +77,7 @@ def bare_loop(steps: int, device: str, warmup: int = 5) -> tuple[float, int]:
     return steps * BATCH * SEQ / elapsed, sum(p.numel() for p in model.parameters())
 
 
-def ptcli_run(steps: int, device: str, threads: int, log_every: int = 10) -> float:
+def ptcli_run(steps: int, device: str, threads: int, log_every: int = 10, extra: tuple = ()) -> float:
     """Tokens/s of `ptcli pretrain` on the same shape, from metrics.jsonl (first log window = warm-up, dropped)."""
     with tempfile.TemporaryDirectory() as tmp:
         args = [sys.executable, "-m", "ptcli", "pretrain", "model=gpt2-tiny", f"model.layers={LAYERS}",
@@ -84,7 +85,7 @@ def ptcli_run(steps: int, device: str, threads: int, log_every: int = 10) -> flo
                 f"model.max_positions={SEQ}", f"dataset.seq_len={SEQ}", f"train.batch_size={BATCH}",
                 f"train.max_steps={steps + log_every}", f"train.log_every={log_every}", "train.eval_every=1000000",
                 "train.save_every=1000000", f"device={device}", f"device.threads={threads}",
-                "scheduler=constant", f"hydra.run.dir={tmp}/run"]
+                "scheduler=constant", f"hydra.run.dir={tmp}/run", *extra]
         proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PTCLI_CACHE_DIR": tmp})
         if proc.returncode:
             sys.exit(f"ptcli failed:\n{proc.stderr}")
@@ -112,27 +113,30 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     peak = matmul_peak(args.device, "float32" if args.device == "cpu" else "bfloat16")
+    plain_loss = ("objective.chunked_loss=false",)
     rounds = []
     for i in range(args.rounds):
-        if i % 2:
-            ours = ptcli_run(args.steps, args.device, args.threads)
-            bare, n_params = bare_loop(args.steps, args.device)
-        else:
-            bare, n_params = bare_loop(args.steps, args.device)
-            ours = ptcli_run(args.steps, args.device, args.threads)
-        rounds.append((bare, ours))
-        print(f"round {i + 1}: bare {bare:,.0f} tokens/s, ptcli {ours:,.0f} tokens/s, ratio {ours / bare:.3f}",
-              flush=True)
+        arms = [("bare", lambda: bare_loop(args.steps, args.device)),
+                ("ptcli", lambda: ptcli_run(args.steps, args.device, args.threads)),
+                ("plain", lambda: ptcli_run(args.steps, args.device, args.threads, extra=plain_loss))]
+        got = {}
+        for name, arm in (arms if i % 2 == 0 else arms[::-1]):
+            got[name] = arm()
+        (bare, n_params), ours, plain = got["bare"], got["ptcli"], got["plain"]
+        rounds.append((bare, ours, plain))
+        print(f"round {i + 1}: bare {bare:,.0f} tokens/s, ptcli {ours:,.0f} (ratio {ours / bare:.3f}), "
+              f"ptcli with the plain loss {plain:,.0f} (ratio {plain / bare:.3f})", flush=True)
     per_token = flops_per_token(n_params)
-    bare, ours = statistics.median(b for b, _ in rounds), statistics.median(o for _, o in rounds)
+    bare, ours, plain = (statistics.median(r[k] for r in rounds) for k in range(3))
     print(f"workload: GPT-2 {LAYERS}L {HEADS}H {WIDTH}w, seq {SEQ}, batch {BATCH}, vocab {VOCAB}, "
           f"{n_params / 1e6:.2f}M params, {args.threads} threads, {args.device}, {args.steps} timed steps, "
           f"{args.rounds} interleaved rounds")
     print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    print(f"bare PyTorch loop: {bare:,.0f} tokens/s median  (MFU {bare * per_token / peak:.1%})")
-    print(f"ptcli pretrain:    {ours:,.0f} tokens/s median  (MFU {ours * per_token / peak:.1%})")
-    print(f"ratio ptcli / bare: {statistics.median(o / b for b, o in rounds):.3f} (median of the rounds' ratios)")
-
+    print(f"bare PyTorch loop:        {bare:,.0f} tokens/s median  (MFU {bare * per_token / peak:.1%})")
+    print(f"ptcli pretrain:           {ours:,.0f} tokens/s median  (MFU {ours * per_token / peak:.1%})")
+    print(f"ptcli, plain loss:        {plain:,.0f} tokens/s median  (MFU {plain * per_token / peak:.1%})")
+    print(f"ratio ptcli / bare: {statistics.median(o / b for b, o, _ in rounds):.3f}, "
+          f"plain loss / bare: {statistics.median(p / b for b, _, p in rounds):.3f} (medians of the rounds' ratios)")
 
 if __name__ == "__main__":
     main()

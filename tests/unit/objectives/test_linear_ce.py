@@ -47,10 +47,11 @@ def test_without_gradients_it_only_sums():
     assert out.sum.item() == pytest.approx(summed_cross_entropy(h @ w.T + b, y).sum.item(), rel=1e-6)
 
 
-def test_chunks_hold_logits_about_the_size_of_the_hidden_states():
-    assert linear_ce.chunk_rows(8192, 49152, 576) == 128  # SmolLM2: 86x the hidden size per row
-    assert linear_ce.chunk_rows(10, 49152, 576) == 10
-    assert linear_ce.chunk_rows(4096, 512, 64) == 512
+def test_a_chunk_holds_at_most_128_mib_of_logits():
+    assert linear_ce.chunk_rows(8192, 49152) == 512  # SmolLM2: 512 x 49,152 x 4 bytes = 96 MiB
+    assert linear_ce.chunk_rows(100, 49152) == 100
+    assert linear_ce.chunk_rows(100_000, 512) == 65536
+    assert linear_ce.chunk_rows(100_000, 10**7) == 16
 
 
 def _gpt2(**extra):
@@ -98,3 +99,16 @@ def test_the_output_layer_is_found_through_peft_and_refused_where_it_does_not_ap
     capped = _gpt2()
     capped.config.final_logit_softcapping = 30.0
     assert linear_ce.output_layer(capped) is None
+
+
+def test_perplexity_windows_score_the_same_tokens_through_the_chunked_loss():
+    from ptcli.objectives.perplexity import scored_nll
+
+    model = _gpt2()
+    ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        total, count = scored_nll(model, {"input_ids": ids, "score_from": 5})
+        logits = model(input_ids=ids).logits[:, 4:15]
+        want = torch.nn.functional.cross_entropy(logits.reshape(-1, 97), ids[:, 5:].reshape(-1), reduction="sum")
+    assert count == 2 * 11
+    assert float(total) == pytest.approx(float(want), rel=1e-6)

@@ -66,7 +66,7 @@ def optimizer_and_schedule(model):
 
 def loop_parts(model, log, checkpoints, keep: int = 1) -> Parts:
     """The loop's parts for ``model`` as a causal LM on ``blocks()``: AdamW, cosine, fp32 on the CPU, one process."""
-    objective = CausalLM()
+    objective = CausalLM(chunked_loss=False)  # the bare loops compare with the plain loss, bit for bit
     opt, sched = optimizer_and_schedule(model)
     return Parts(model=model, objective=objective,
                  batches=TrainBatches(Blocks(blocks()), objective.collate, objective.units, BATCH, seed=3,

@@ -30,3 +30,30 @@ def test_no_decay_for_biases_norms_and_embeddings():
     decay, no_decay = param_groups(model, 0.1)
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
     assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
+
+
+
+def test_adamw_takes_its_fused_kernel_on_cpu_unless_the_config_says_otherwise():
+    import copy
+
+    import torch
+
+    from ptcli.training.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    twin = copy.deepcopy(model)
+    adamw = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.1}
+    fused = build_optimizer(adamw, model, "cpu")
+    loop = build_optimizer({**adamw, "fused": False}, twin, "cpu")
+    assert fused.defaults["fused"] is True and loop.defaults["fused"] is False
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e-3}
+    assert not build_optimizer(sgd, model, "cpu").defaults.get("fused")  # only Adam and AdamW on CPU
+    for step in range(3):  # the same updates as the per-tensor loop, to rounding
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(step))
+        for opt, m in ((fused, model), (loop, twin)):
+            opt.zero_grad()
+            m(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
