@@ -144,7 +144,9 @@ def test_ctrl_c_at_the_prompt_leaves_with_exit_code_0(models, tmp_path):
     env.pop("PTCLI_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-m", "ptcli", "chat", f"model.path={models['gpt2']}",
                              "max_new_tokens=3", *CPU], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # as from a shell: pytest-xdist's workers ignore SIGINT, and a child inherits that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = bytearray()
 
     def read():

@@ -264,6 +264,7 @@ def test_ctrl_c_interrupts_the_line_reader_when_another_thread_takes_the_signal(
         time.sleep(5)
         os.write(write_end, b"too late\n")  # what a reader that ignored the signal would return
 
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist's workers ignore SIGINT
     helper = threading.Thread(target=other_thread, daemon=True)
     helper.start()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # ... and never to the reading thread
@@ -274,4 +275,5 @@ def test_ctrl_c_interrupts_the_line_reader_when_another_thread_takes_the_signal(
                 LineReader(stream).readline()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < 3
