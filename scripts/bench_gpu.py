@@ -136,7 +136,7 @@ def ours(name: str, models: dict, compile_: bool, nproc: int, args, tmp: Path) -
     overrides, config_cls, config, seq, batch = models[name]
     run_dir = tmp / f"ptcli-{name}-{compile_}-{nproc}"
     log_every = max(1, args.steps // 3)
-    command = [*([*launcher(nproc), "-m", "ptcli"] if nproc > 1 else [sys.executable, "-m", "ptcli"]), "pretrain",
+    command = [*launcher(nproc), "-m", "ptcli", "pretrain",
                *overrides, f"dataset.seq_len={seq}", f"train.batch_size={batch * nproc}",
                f"train.max_steps={args.warmup + args.steps}", f"train.log_every={log_every}",
                "train.eval_every=1000000", "train.save_every=1000000", "scheduler=constant",

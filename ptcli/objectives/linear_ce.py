@@ -12,11 +12,14 @@ to its last hidden state (no soft-capping or scaling in between). Anything else 
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 from ptcli.objectives.base import LossOutput, summed_cross_entropy
 
-# Per model: whether the chunked path applies (decided on its first batch).
+# Per model: its output layer where the chunked path may apply, else None (output_layer, looked up once).
+_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Per model: whether its logits are its output layer applied to its last hidden state (checked on its first batch).
 _DECIDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # Config attributes of model families that transform the logits after the output layer.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_logits_scaling")
@@ -24,7 +27,7 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling",
 
 def causal_lm_loss(model, labels, chunked: bool = True, **inputs) -> LossOutput:
     """Summed next-token cross-entropy of ``model(**inputs)`` against ``labels`` (already shifted, -100 ignored)."""
-    head = output_layer(model) if chunked and _DECIDED.get(model, True) else None
+    head = chunk_head(model) if chunked and _DECIDED.get(model, True) else None
     if head is not None:
         out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
         hidden = out.hidden_states[-1]
@@ -35,6 +38,13 @@ def causal_lm_loss(model, labels, chunked: bool = True, **inputs) -> LossOutput:
     return summed_cross_entropy(model(**inputs).logits, labels)
 
 
+def chunk_head(model):
+    """``output_layer(model)``, looked up once per model (the loss asks every step)."""
+    if model not in _HEADS:
+        _HEADS[model] = output_layer(model)
+    return _HEADS[model]
+
+
 def output_layer(model):
     """The plain ``nn.Linear`` output layer of a causal LM that takes ``logits_to_keep``, under DDP, PEFT or
     compile; None where the chunked path does not apply (FSDP's sharded weights, adapted or quantized heads,
@@ -43,18 +53,12 @@ def output_layer(model):
 
     import torch
 
-    inner = model
-    for _ in range(8):  # compile, DDP and PEFT wrappers, outermost first
-        if type(inner).__name__.startswith("FSDP"):  # FSDP2's sharded modules: the weights are not whole here
-            return None
-        if hasattr(inner, "_orig_mod"):
-            inner = inner._orig_mod
-        elif isinstance(inner, torch.nn.parallel.DistributedDataParallel):
-            inner = inner.module
-        elif hasattr(inner, "get_base_model"):
-            inner = inner.get_base_model()
-        else:
-            break
+    from ptcli.models.modules import unwrap
+
+    outer = unwrap(model)  # compile, DDP
+    inner = outer.get_base_model() if hasattr(outer, "get_base_model") else outer  # PEFT
+    if any(type(m).__name__.startswith("FSDP") for m in (outer, inner)):  # FSDP2 shards in place: weights not whole
+        return None
     if not hasattr(inner, "get_output_embeddings"):
         return None
     config = getattr(inner, "config", None)
@@ -97,7 +101,7 @@ def linear_cross_entropy(hidden, weight, bias, labels, chunk: int | None = None)
     chunk = chunk or chunk_rows(flat.size(0), weight.size(0))
     grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (flat, weight, bias))
     if grads:
-        total = _LinearCrossEntropy.apply(flat, weight, bias, flat_labels, chunk)
+        total = _autograd_function().apply(flat, weight, bias, flat_labels, chunk)
     else:
         total, _ = _chunked(flat, weight, bias, flat_labels, chunk, need=(False, False, False))
     return LossOutput(total, (flat_labels != -100).sum())
@@ -142,7 +146,9 @@ def _chunked(hidden, weight, bias, labels, chunk: int, need: tuple[bool, bool, b
     return total, (grad_hidden, grad_weight, grad_bias)
 
 
-def _function():
+@functools.cache
+def _autograd_function():
+    """The autograd function, defined on first use (torch is imported lazily)."""
     import torch
 
     class LinearCrossEntropy(torch.autograd.Function):
@@ -166,17 +172,3 @@ def _function():
             return out[0], out[1], out[2], None, None
 
     return LinearCrossEntropy
-
-
-class _Lazy:
-    """The autograd function, defined on first use (torch is imported lazily)."""
-
-    _cls = None
-
-    def apply(self, *args):
-        if _Lazy._cls is None:
-            _Lazy._cls = _function()
-        return _Lazy._cls.apply(*args)
-
-
-_LinearCrossEntropy = _Lazy()

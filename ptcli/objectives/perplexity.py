@@ -135,11 +135,11 @@ def scored_nll(model, batch) -> tuple:
     import torch
     import torch.nn.functional as F
 
-    from ptcli.objectives.linear_ce import causal_lm_loss, output_layer
+    from ptcli.objectives.linear_ce import causal_lm_loss, chunk_head
 
     ids = batch["input_ids"]
     first, length = int(batch.get("score_from", 1)), ids.shape[1]
-    if output_layer(model) is not None:  # a chunk of positions at a time through the output layer (linear_ce.py)
+    if chunk_head(model) is not None:  # a chunk of positions at a time through the output layer (linear_ce.py)
         labels = F.pad(ids[:, 1:], (0, 1), value=-100)
         labels[:, :first - 1] = -100
         out = causal_lm_loss(model, labels, True, input_ids=ids)
