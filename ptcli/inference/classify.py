@@ -91,20 +91,10 @@ class Classifier:
 
     def audio_inputs(self, batch: list, out: dict):
         """The batch's readable WAV files as padded features (the others reported into ``out``)."""
-        from ptcli.inference.prompts import BadPrompt
-        from ptcli.objectives.audio_classification import load_audio
         from ptcli.processing.audio import features
 
         extractor = self.loaded.processors["feature_extractor"]
-        usable, clips = [], []
-        for prompt in batch:
-            try:
-                clips.append(load_audio(prompt.text, extractor.sampling_rate, prompt.where))
-                usable.append(prompt)
-            except PtcliError as e:
-                out[prompt.index] = BadPrompt(prompt.where, e.what)
-            except (FileNotFoundError, IsADirectoryError):
-                out[prompt.index] = BadPrompt(prompt.where, f"the audio file '{prompt.text}' does not exist")
+        usable, clips = read_clips(batch, extractor.sampling_rate, out)
         return usable, features(extractor, clips) if clips else None
 
     def top(self, inputs) -> list:
@@ -122,3 +112,21 @@ class Classifier:
         scores, ids = probs.topk(self.top_k, dim=-1)
         return [[{"label": self.names[i], "score": round(float(s), 6)} for s, i in zip(row_s, row_i)]
                 for row_s, row_i in zip(scores.tolist(), ids.tolist())]
+
+
+def read_clips(batch: list, rate: int, out: dict) -> tuple[list, list]:
+    """The prompts whose WAV file (their text) could be read, and its samples at ``rate`` Hz; a missing or
+    unreadable file becomes a ``BadPrompt`` in ``out`` under the prompt's index."""
+    from ptcli.inference.prompts import BadPrompt
+    from ptcli.objectives.audio import load_audio
+
+    usable, clips = [], []
+    for prompt in batch:
+        try:
+            clips.append(load_audio(prompt.text, rate, prompt.where))
+            usable.append(prompt)
+        except PtcliError as e:
+            out[prompt.index] = BadPrompt(prompt.where, e.what)
+        except (FileNotFoundError, IsADirectoryError):
+            out[prompt.index] = BadPrompt(prompt.where, f"the audio file '{prompt.text}' does not exist")
+    return usable, clips

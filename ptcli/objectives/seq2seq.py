@@ -95,7 +95,7 @@ class GenerationEvaluator(MetricEvaluator):
     """Loss, plus ROUGE and BLEU of generated text against the references (streamed)."""
 
     def __init__(self, objective):
-        from ptcli.metrics import TextGenerationMetrics
+        from ptcli.metrics.text import TextGenerationMetrics
 
         super().__init__(objective, TextGenerationMetrics() if objective.generate_metrics else None)
 

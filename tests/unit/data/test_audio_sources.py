@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ptcli.data.sources.audio import AudioFiles, AudioFolder, AudioManifest, Tones, note_hz
+from ptcli.data.sources.audio import AudioFiles, AudioFolder, AudioManifest, Tones, ToneWords, note_hz
 from ptcli.data.wav import read_wav, unreadable_audio
 from ptcli.errors import PtcliError
-from ptcli.objectives.audio_classification import load_audio
+from ptcli.objectives.audio import load_audio
 from ptcli.processing.audio import augment_audio, crop_or_pad, resample, window
 
 
@@ -228,3 +228,17 @@ def test_tones_are_seeded_notes():
     assert first[2][1]["label"] == "A4" and abs(peak_hz(clip["array"], clip["sampling_rate"]) - 440) < 10
     assert note_hz("A4") == 440 and note_hz("A3") == 220 and round(note_hz("C#5"), 2) == 554.37
     assert Tones(classes=["H2", "A4"]).problems()
+
+
+def test_tone_words_spell_their_transcript_in_notes_seeded():
+    first, again = list(ToneWords(clips=6).records()), list(ToneWords(clips=6).records())
+    assert all(np.array_equal(a[1]["audio"]["array"], b[1]["audio"]["array"]) for a, b in zip(first, again))
+    other = list(ToneWords(clips=6, seed=1).records())
+    assert [r["transcript"] for _, r in first] != [r["transcript"] for _, r in other]
+    for _, record in first:
+        words = record["transcript"].split(" ")
+        assert 1 <= len(words) <= 2 and all(1 <= len(w) <= 3 and set(w) <= set("aceg") for w in words)
+    one = [r for _, r in ToneWords(clips=40).records() if len(r["transcript"]) == 1][0]  # a single note
+    clip = one["audio"]
+    assert abs(peak_hz(clip["array"], clip["sampling_rate"]) - note_hz(ToneWords().letters[one["transcript"]])) < 15
+    assert ToneWords(letters={"ab": "A4"}).problems() and ToneWords(letters={"a": "Z9"}).problems()

@@ -22,9 +22,9 @@ from ptcli.metrics import (
     ClassificationMetrics,
     EntityF1,
     RegressionMetrics,
-    TextGenerationMetrics,
     _sentence_entities,
 )
+from ptcli.metrics.text import TextGenerationMetrics
 
 
 def uneven_chunks(items, rng):

@@ -6,7 +6,8 @@ state as plain JSON-able data. On an empty state (nothing fed yet) ``compute`` r
 every other value: an undefined score must not pass for a real one.
 
 The results equal the reference implementations: scikit-learn (classification), scipy (correlations),
-seqeval in its default conlleval-compatible mode (entities), rouge_score and sacrebleu (text generation).
+seqeval in its default conlleval-compatible mode (entities), rouge_score and sacrebleu (text generation),
+jiwer (word and character error rates). Text generation and transcripts: ``ptcli.metrics.text``.
 """
 
 from __future__ import annotations
@@ -289,91 +290,3 @@ def _precision_recall_f1(true_positives: int, predicted: int, gold: int) -> tupl
     precision = _ratio(true_positives, predicted)
     recall = _ratio(true_positives, gold)
     return precision, recall, _ratio(2.0 * precision * recall, precision + recall)
-
-
-class TextGenerationMetrics:
-    """ROUGE F-measures averaged over examples and corpus BLEU, for generated text against one reference each.
-
-    ROUGE (``rouge1``, ``rouge2``, ``rougeL``, ``rougeLsum``) is rouge_score's RougeScorer F-measure, a fraction
-    in [0, 1]; ``rougeLsum`` treats newlines as sentence breaks. BLEU is ``sacrebleu.corpus_bleu`` over every
-    example fed, on sacrebleu's 0-100 scale, rebuilt from summed sufficient statistics (matched and total n-gram
-    counts, hypothesis and reference lengths). The state is four ROUGE sums, those BLEU statistics and a count.
-    """
-
-    ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-
-    def __init__(self, use_stemmer: bool = True):
-        from rouge_score.rouge_scorer import RougeScorer
-        from sacrebleu.metrics import BLEU
-
-        self.use_stemmer = use_stemmer
-        self._scorer = RougeScorer(list(self.ROUGE_TYPES), use_stemmer=use_stemmer)
-        self._bleu = BLEU()
-        self.rouge_sums = dict.fromkeys(self.ROUGE_TYPES, 0.0)
-        self.bleu_matches = [0] * self._bleu.max_ngram_order
-        self.bleu_totals = [0] * self._bleu.max_ngram_order
-        self.hypothesis_length = 0
-        self.reference_length = 0
-        self.count = 0
-
-    def update(self, predictions: Sequence[str], references: Sequence[str]) -> None:
-        """Score one batch of generated texts against their references (one reference per prediction)."""
-        _check_same_length(predictions, references)
-        if not predictions:
-            return
-        for prediction, reference in zip(predictions, references):
-            scores = self._scorer.score(reference, prediction)
-            for rouge_type in self.ROUGE_TYPES:
-                self.rouge_sums[rouge_type] += scores[rouge_type].fmeasure
-        batch = self._bleu.corpus_score(list(predictions), [list(references)])
-        self.bleu_matches = [total + new for total, new in zip(self.bleu_matches, batch.counts)]
-        self.bleu_totals = [total + new for total, new in zip(self.bleu_totals, batch.totals)]
-        self.hypothesis_length += batch.sys_len
-        self.reference_length += batch.ref_len
-        self.count += len(predictions)
-
-    def merge(self, other: TextGenerationMetrics) -> None:
-        """Add ``other``'s sums and BLEU statistics into this state."""
-        if not isinstance(other, TextGenerationMetrics) or other.use_stemmer != self.use_stemmer:
-            raise ValueError("can only merge a TextGenerationMetrics with the same use_stemmer")
-        for rouge_type in self.ROUGE_TYPES:
-            self.rouge_sums[rouge_type] += other.rouge_sums[rouge_type]
-        self.bleu_matches = [mine + theirs for mine, theirs in zip(self.bleu_matches, other.bleu_matches)]
-        self.bleu_totals = [mine + theirs for mine, theirs in zip(self.bleu_totals, other.bleu_totals)]
-        self.hypothesis_length += other.hypothesis_length
-        self.reference_length += other.reference_length
-        self.count += other.count
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "use_stemmer": self.use_stemmer,
-            "rouge_sums": dict(self.rouge_sums),
-            "bleu_matches": list(self.bleu_matches),
-            "bleu_totals": list(self.bleu_totals),
-            "hypothesis_length": self.hypothesis_length,
-            "reference_length": self.reference_length,
-            "count": self.count,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["use_stemmer"] != self.use_stemmer:
-            raise ValueError(f"state has use_stemmer={state['use_stemmer']}, this metric {self.use_stemmer}")
-        self.rouge_sums = {rouge_type: float(state["rouge_sums"][rouge_type]) for rouge_type in self.ROUGE_TYPES}
-        self.bleu_matches = [int(value) for value in state["bleu_matches"]]
-        self.bleu_totals = [int(value) for value in state["bleu_totals"]]
-        self.hypothesis_length = int(state["hypothesis_length"])
-        self.reference_length = int(state["reference_length"])
-        self.count = int(state["count"])
-
-    def compute(self) -> dict[str, float]:
-        """``rouge1``, ``rouge2``, ``rougeL``, ``rougeLsum`` (fractions), ``bleu`` (0-100) and ``count``."""
-        if self.count == 0:
-            return {**dict.fromkeys(self.ROUGE_TYPES, math.nan), "bleu": math.nan, "count": 0}
-        results = {rouge_type: total / self.count for rouge_type, total in self.rouge_sums.items()}
-        bleu = self._bleu.compute_bleu(  # copies: compute_bleu adds its add-k smoothing into the lists it gets
-            list(self.bleu_matches), list(self.bleu_totals), self.hypothesis_length, self.reference_length,
-            smooth_method=self._bleu.smooth_method, smooth_value=self._bleu.smooth_value,
-            effective_order=self._bleu.effective_order, max_ngram_order=self._bleu.max_ngram_order,
-        )
-        return {**results, "bleu": float(bleu.score), "count": self.count}
-
