@@ -222,7 +222,8 @@ class GenerateVerbConfig(DecodingVerbConfig):
     prompt: Any = None  # a string or a list of strings
     prompts_file: Optional[str] = None  # .txt (one prompt per line) or .jsonl ("prompt" or "messages" + fields)
     output: Literal["auto", "text", "jsonl"] = "auto"  # auto: text on a terminal, jsonl otherwise
-    kind: Literal["auto", "causal", "seq2seq", "fill-mask", "replaced"] = "auto"  # auto: from the model (or run)
+    # auto: from the model (or run); transcribe: WAV paths in, transcripts out (CTC or Whisper-style models)
+    kind: Literal["auto", "causal", "seq2seq", "fill-mask", "replaced", "transcribe"] = "auto"
     template: Literal["auto", "on", "off"] = "auto"  # auto: an SFT run's prompts are written as its training did
     batch_size: int = 8  # prompts per forward pass (left-padded for decoder-only models)
     num_beams: int = 1

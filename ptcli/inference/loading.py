@@ -9,7 +9,7 @@ from typing import Any
 from ptcli.config import plugins
 from ptcli.config.paths import is_adapter, resolve_model_dir
 from ptcli.errors import PtcliError
-from ptcli.models.families import ENCODERS
+from ptcli.models.families import ENCODERS, SPEECH_SEQ2SEQ
 
 # How generate and evaluate use a model of each inference kind: the transformers auto class that loads it.
 KIND_CLASSES = {"causal": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
@@ -90,10 +90,15 @@ def hf_config(path: str):
                              "(the Hub needs network access)") from None
 
 
+def is_ctc(config) -> bool:
+    """A speech model with a CTC head (it transcribes frame by frame; the others generate)."""
+    return any(a.endswith("ForCTC") for a in getattr(config, "architectures", None) or [])
+
+
 def detect_kind(config, run_cfg: dict | None = None) -> str:
-    """causal, seq2seq, fill-mask or replaced (an ELECTRA discriminator): from the run's objective, else the config
-    (encoder-decoder flag, architectures, model_type). Raises PtcliError for heads that do not generate
-    (classifiers)."""
+    """causal, seq2seq, fill-mask, replaced (an ELECTRA discriminator) or transcribe (speech recognition):
+    from the run's objective, else the config (encoder-decoder flag, architectures, model_type). Raises
+    PtcliError for heads that do not generate (classifiers)."""
     kind = objective_kind((run_cfg or {}).get("objective"))
     if kind == "classify":
         raise PtcliError("the model is a fine-tuned classifier, which does not generate text",
@@ -105,6 +110,8 @@ def detect_kind(config, run_cfg: dict | None = None) -> str:
                                      "zero-shot-image-classification pipeline")
     if kind:
         return kind
+    if getattr(config, "model_type", None) in SPEECH_SEQ2SEQ or is_ctc(config):
+        return "transcribe"  # speech recognition: audio files in, transcripts out
     if getattr(config, "is_encoder_decoder", False):
         return "seq2seq"
     if "ElectraForPreTraining" in (getattr(config, "architectures", None) or []):
@@ -180,6 +187,8 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
     config = hf_config(path)
     if kind == "auto":
         kind = detect_kind(config, run_config(path)) if auto_class is None else "classify"
+    if kind == "transcribe" and auto_class is None:
+        auto_class = "AutoModelForCTC" if is_ctc(config) else "AutoModelForSpeechSeq2Seq"
     if kind in KIND_CLASSES:  # text generation: the tokenizer, set up for batches
         processors = Processors(tokenizer=load_tokenizer_for(path, kind, log))
     else:  # whatever the model was saved with: a tokenizer, an image processor, ...

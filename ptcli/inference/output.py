@@ -22,6 +22,9 @@ def record(result, many_sequences: bool) -> dict:
             out["index"] = result.index
     elif hasattr(result, "tokens"):  # an ELECTRA discriminator's judgement of every token
         out.update(completion=result.text, tokens=result.tokens)
+    elif hasattr(result, "seconds"):  # a transcript of the audio file named by the prompt
+        out.pop("prompt", None)
+        out.update(audio=result.prompt.text, text=result.text, seconds=result.seconds)
     else:  # a filled mask
         out.update(completion=result.text, masks=result.masks)
     return out
@@ -44,7 +47,7 @@ class Writer:
         self.count += 1
 
     def separator(self) -> str:
-        return "\n" if self.count else ""
+        return "\n" if self.count and self.kind != "transcribe" else ""  # transcripts: one line each
 
     def text(self, result) -> str:
         from ptcli.inference.decoding import Completion
@@ -52,6 +55,8 @@ class Writer:
         if isinstance(result, Completion):
             shown = self.kind == "causal" and result.prompt.messages is None
             return result.prompt.text + result.text if shown else result.text
+        if hasattr(result, "seconds"):  # a transcript
+            return f"{result.prompt.text}\t{result.text}"
         if hasattr(result, "tokens"):  # replaced tokens in [brackets], then each token's probability
             return result.text + "\n  " + "  ".join(f"{t['token']} {t['replaced']:.2f}" for t in result.tokens)
         lines = [result.text]

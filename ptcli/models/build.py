@@ -112,6 +112,12 @@ def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
         log(f"warning: the checkpoint's head has {old} labels but the data has {wanted}: "
             "re-initialising the classification head")
         out["ignore_mismatched_sizes"] = True
+    vocab = head_kwargs.get("vocab_size")  # a CTC head over a new character vocabulary
+    ctc = any(a.endswith("ForCTC") for a in saved.get("architectures") or [])
+    if vocab is not None and saved.get("vocab_size") not in (None, vocab) and ctc:
+        log(f"warning: the checkpoint's CTC head spells {saved['vocab_size']} tokens but the vocabulary has {vocab}: "
+            "re-initialising the CTC head")
+        out["ignore_mismatched_sizes"] = True
     return out
 
 

@@ -10,6 +10,8 @@ ENCODER_DECODERS = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "
 VISION = {"vit", "vit_mae", "deit", "beit", "swin", "convnext", "dinov2"}
 # Audio encoders over raw waveforms with a convolutional feature encoder (a Wav2Vec2FeatureExtractor's input_values);
 # spectrogram models (Whisper, AST) are not here yet: their extractors pad to a fixed length.
+# Speech encoder-decoders over log-mel features: they transcribe (generate's kind=transcribe), not generate text.
+SPEECH_SEQ2SEQ = {"whisper", "speech_to_text", "speecht5"}
 AUDIO = {"wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew",
          "sew-d"}
 

@@ -32,6 +32,7 @@ TASKS = {
     "seq2seq": ("AutoModelForSeq2SeqLM", ("encoder-decoder",)),
     "image_classification": ("AutoModelForImageClassification", ("vision",)),
     "audio_classification": ("AutoModelForAudioClassification", ("audio",)),
+    "ctc": ("AutoModelForCTC", ("audio",)),
 }
 DEFAULT_TASK = {"encoder": "classification", "decoder": "clm", "encoder-decoder": "seq2seq",
                 "vision": "image_classification", "audio": "audio_classification"}
@@ -134,6 +135,9 @@ def build_for_task(name: str, task: str, batch: int, seq: int, device: str = "me
     elif task == "audio_classification":
         inputs = {"input_values": torch.randn(batch, int(16000 * AUDIO_SECONDS), device=dev),
                   "labels": torch.randint(0, 2, (batch,), device=dev)}
+    elif task == "ctc":  # a word or two of characters per clip
+        inputs = {"input_values": torch.randn(batch, int(16000 * AUDIO_SECONDS), device=dev),
+                  "labels": torch.randint(3, max(vocab, 4), (batch, 12), device=dev)}
     else:
         ids = torch.randint(3, vocab, (batch, seq), device=dev)
         labels = {"classification": torch.randint(0, 2, (batch,), device=dev),

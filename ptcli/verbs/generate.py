@@ -1,4 +1,5 @@
-"""``generate``: prompts in (prompt=, prompts_file=, stdin, or a prompt loop on a terminal), completions out.
+"""``generate``: prompts in (prompt=, prompts_file=, stdin, or a prompt loop on a terminal), completions out; for a
+speech recognition model (CTC, Whisper) the prompts are WAV file paths and the results their transcripts.
 
 Data goes to stdout (JSON Lines, or readable text on a terminal, streamed token by token for one prompt);
 logs, warnings and progress go to stderr. A prompt that fails is reported and the others still run; the
@@ -44,6 +45,7 @@ class Session:
         self.cfg, self.source, self.stdin, self.stdout, self.stderr, self.log = cfg, source, stdin, stdout, stderr, log
         self.failed: list[str] = []
         self.prompts = self.results = self.new_tokens = 0
+        self.audio_seconds = 0.0  # transcribed audio (speech recognition models)
         self.closed = False
         self.reader = None
         self.started = time.perf_counter()
@@ -65,13 +67,17 @@ class Session:
             from ptcli.inference.replaced import ReplacedTokens
 
             self.engine = ReplacedTokens(self.loaded, cfg.truncate, self.log)
+        elif self.loaded.kind == "transcribe":
+            from ptcli.inference.transcribe import Transcriber
+
+            self.engine = Transcriber(self.loaded, cfg, self.log)
         else:
             from ptcli.inference.decoding import Decoder
 
             self.engine = Decoder(self.loaded, cfg, self.log)
         mode = cfg.output if cfg.output != "auto" else ("text" if self.stdout.isatty() else "jsonl")
         self.writer = Writer(mode, self.stdout, self.loaded.kind, cfg.num_return_sequences > 1)
-        self.stream = (mode == "text" and self.stdout.isatty() and self.loaded.kind not in ("fill-mask", "replaced")
+        self.stream = (mode == "text" and self.stdout.isatty() and self.loaded.kind in ("causal", "seq2seq")
                        and cfg.num_return_sequences == 1 and cfg.num_beams == 1)
         decoding = self.loaded.kind in ("causal", "seq2seq")
         self.reader = PromptReader(self.source, cfg.prompt, cfg.prompts_file, self.stdin, self.stderr,
@@ -108,6 +114,8 @@ class Session:
                 results = self.engine.fill(batch)
             elif self.loaded.kind == "replaced":
                 results = self.engine.detect(batch)
+            elif self.loaded.kind == "transcribe":
+                results = self.engine.transcribe(batch)
             else:
                 if streaming:
                     self.writer.begin_stream(batch[0].text if batch[0].messages is None else "")
@@ -119,6 +127,7 @@ class Session:
                 self.results += 1
                 if isinstance(result, Completion):
                     self.new_tokens += result.new_tokens
+                self.audio_seconds += getattr(result, "seconds", 0.0)
                 if streaming:
                     self.writer.end_stream()
                 else:
@@ -148,9 +157,16 @@ class Session:
                    "stopped_early": self.closed}
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if getattr(self, "loaded", None) is not None and self.loaded.kind == "transcribe":
+            summary |= {"audio_seconds": round(self.audio_seconds, 3),
+                        "real_time_factor": round(seconds / self.audio_seconds, 4) if self.audio_seconds else None}
         if self.source != "interactive" or self.failed:
-            self.log(f"{self.prompts} prompt(s), {self.results} result(s), {self.new_tokens} new tokens in "
-                     f"{seconds:.1f} s ({summary['tokens_per_second']} tokens/s)")
+            if "audio_seconds" in summary:
+                self.log(f"{self.prompts} audio file(s), {self.results} transcript(s) of {self.audio_seconds:.1f} s "
+                         f"of audio in {seconds:.1f} s")
+            else:
+                self.log(f"{self.prompts} prompt(s), {self.results} result(s), {self.new_tokens} new tokens in "
+                         f"{seconds:.1f} s ({summary['tokens_per_second']} tokens/s)")
         if self.prompts == 0 and not self.failed and not self.closed:
             self.log("no prompts to generate from (give prompt=..., prompts_file=... or lines on stdin)")
         if self.failed:

@@ -24,7 +24,7 @@ FAMILY_OBJECTIVES = {
     "decoder": ["clm", "sft", "classification"],
     "encoder-decoder": ["seq2seq", "span_corruption", "denoising"],
     "vision": ["image_classification", "mae"],
-    "audio": ["audio_classification"],
+    "audio": ["audio_classification", "ctc"],
 }
 # Shipped configs that name a Hub checkpoint: its sizes (offline), for the listing.
 HUB_SIZES = {

@@ -24,6 +24,7 @@ PIPELINE_TAGS = {
     "Seq2Seq": "text2text-generation", "SpanCorruption": "text2text-generation", "Denoising": "text2text-generation",
     "ImageClassification": "image-classification", "MaskedAutoencoder": "image-feature-extraction",
     "AudioClassification": "audio-classification", "Contrastive": "zero-shot-image-classification",
+    "CTC": "automatic-speech-recognition",
 }
 CARD = "README.md"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")

@@ -52,6 +52,8 @@ def required_values(verb: str, inputs, group: str | None = None, option: str | N
         chosen_dataset = "digits"  # the image objectives select their dataset
     if option == "audio_classification" and verb == "finetune":
         chosen_dataset = "tones"
+    if option == "ctc" and verb == "finetune":
+        chosen_dataset = "tone-words"
     if chosen_dataset in ("text", "jsonl", "csv", "conll"):
         args.append(f"dataset.files=[{inputs / 'a.csv' if chosen_dataset == 'csv' else inputs / 'a.txt'}]")
     if chosen_dataset == "imagefolder":
@@ -100,7 +102,7 @@ MODEL_KIND = {"gpt2-tiny": "decoder", "gpt2-small": "decoder", "llama-tiny": "de
 OBJECTIVE_NEEDS = {"clm": "decoder", "sft": "decoder", "mlm": "encoder", "electra": "encoder",
                    "seq2seq": "seq2seq", "span_corruption": "seq2seq", "denoising": "seq2seq",
                    "image_classification": "vision", "mae": "vision", "contrastive": "vision",
-                   "audio_classification": "audio"}
+                   "audio_classification": "audio", "ctc": "audio"}
 TEXT_OBJECTIVES = {"clm", "sft", "mlm", "electra", "seq2seq", "classification", "token_classification",
                    "span_corruption", "denoising"}
 VERB_DEFAULTS = {"pretrain": ("gpt2-tiny", "clm"), "finetune": ("minilm", "classification"),
@@ -129,7 +131,7 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
             model = "t5-tiny" if option == "span_corruption" else "bart-tiny"  # they select their model too
         if option in ("image_classification", "mae", "contrastive") and verb not in GIVEN_A_MODEL:
             model = "vit-tiny"
-        if option == "audio_classification" and verb not in GIVEN_A_MODEL:
+        if option in ("audio_classification", "ctc") and verb not in GIVEN_A_MODEL:
             model = "wav2vec2-tiny"
     need, kind = OBJECTIVE_NEEDS.get(objective), MODEL_KIND.get(model)
     if kind in ("vision", "audio") and (objective or "clm") in TEXT_OBJECTIVES:
