@@ -189,6 +189,15 @@ def losses_by_step(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records(run_dir)}
 
 
+def torchrun(tmp_path: Path, name: str, *args: str, verb: str = "pretrain") -> None:
+    """``ptcli <verb> *args`` in two CPU processes (torchrun, gloo) into ``tmp_path / name``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                           "-m", "ptcli", verb, *args, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def latest(cwd: Path, verb: str = "finetune") -> Path:
     return (cwd / "outputs" / verb / "latest").resolve()
 

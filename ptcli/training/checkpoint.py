@@ -58,8 +58,9 @@ class CheckpointManager:
             if sharded:
                 dist.barrier()
                 _save_sharded(model, optimizer, tmp / SHARDED)
+            rngs = dist.gather_objects(rng_state()) if dist is not None else [rng_state()]  # every rank's own
             if rank0:
-                self._write(tmp, final, model, optimizer, scheduler, scaler, loop_state, sharded)
+                self._write(tmp, final, model, optimizer, scheduler, scaler, loop_state, sharded, rngs)
         except Exception as e:  # torch.save reports a full disk as RuntimeError, not OSError
             if rank0:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -81,7 +82,8 @@ class CheckpointManager:
                                else "Check the folder and resume")
                           + (f"; the previous checkpoint {last.name} is intact" if last else ""))
 
-    def _write(self, tmp: Path, final: Path, model, optimizer, scheduler, scaler, loop_state, sharded) -> None:
+    def _write(self, tmp: Path, final: Path, model, optimizer, scheduler, scaler, loop_state, sharded,
+               rngs: list) -> None:
         import torch
         from safetensors.torch import save_model
 
@@ -95,7 +97,7 @@ class CheckpointManager:
                 save_model(model, str(tmp / "model.safetensors"))
             trainer["optimizer"] = optimizer.state_dict()
         torch.save(trainer, tmp / "optimizer.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
+        torch.save({**rngs[0], "ranks": rngs}, tmp / "rng.pt")
         write_model_config(model, tmp)
         from ptcli.training.integrity import DIGESTS, file_digests
 
@@ -190,7 +192,7 @@ def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
             optimizer.load_state_dict(states["optimizer"])
         scheduler.load_state_dict(states["scheduler"])
         scaler.load_state_dict(states["scaler"])
-        set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+        set_rng_state(own_rng_state(torch.load(path / "rng.pt", weights_only=True)))
     except PtcliError:
         raise
     except (pickle.UnpicklingError, OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError) as e:
@@ -317,6 +319,17 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def own_rng_state(saved: dict) -> dict:
+    """This process's RNG state from a checkpoint's: its rank's when the world size is the one that saved (dropout
+    draws as many numbers as a rank's batch has elements, so ranks with batches of other shapes drift apart),
+    else rank 0's."""
+    import torch.distributed as dist
+
+    ranks = saved.get("ranks") or []
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    return ranks[rank] if len(ranks) == world else saved
 
 
 def set_rng_state(state: dict) -> None:

@@ -6,13 +6,12 @@ and two DDP processes matching one process with grad_accum=2."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.support import TINY, evals, latest, losses_by_step, records, run_cli
+from tests.support import TINY, evals, latest, losses_by_step, records, run_cli, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -97,14 +96,6 @@ def test_electra_refuses_a_bad_setting_before_running(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "mask_prob" in proc.stderr and "disc_weight" in proc.stderr
     assert not (tmp_path / "outputs").exists()
-
-
-def torchrun(tmp_path, name: str, *args: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                           "-m", "ptcli", "pretrain", *args, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.mark.distributed
