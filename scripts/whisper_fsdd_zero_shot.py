@@ -7,6 +7,8 @@ it is the digit's English word ("zero" .. "nine") or its numeral.
 
 Run: .venv/bin/ptcli convert whisper-tiny.en /tmp/whisper-tiny.en
      .venv/bin/python scripts/whisper_fsdd_zero_shot.py /tmp/whisper-tiny.en [--every 9] [--show 10]
+     .venv/bin/python scripts/whisper_fsdd_zero_shot.py /tmp/whisper-tiny.en --manifest /tmp/fsdd/val.csv
+         (the validation split of scripts/fsdd_manifest.py: the same clips the trained models are scored on)
 """
 
 from __future__ import annotations
@@ -55,7 +57,11 @@ def main() -> int:
     parser.add_argument("model", help="a Hugging Face Whisper folder (ptcli convert's output)")
     parser.add_argument("--recordings", default=str(RECORDINGS))
     parser.add_argument("--every", type=int, default=9, help="every n-th file of the sorted list (9: 300 of 2700)")
+    parser.add_argument("--manifest", default=None, help="score the files of this CSV (audio column) instead")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=16,
+                        help="stop each transcript here (one spoken digit takes a few tokens; a transcript that "
+                             "repeats itself is a miss however long it runs, and would cost up to 448 steps)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--show", type=int, default=10, help="print this many misses")
     args = parser.parse_args()
@@ -65,7 +71,13 @@ def main() -> int:
     from transformers import pipeline
 
     torch.set_num_threads(args.threads)
-    files = sorted(Path(args.recordings).glob("*.wav"))[::args.every]
+    if args.manifest:
+        import csv
+
+        with open(args.manifest, newline="") as f:
+            files = [Path(row["audio"]) for row in csv.DictReader(f)]
+    else:
+        files = sorted(Path(args.recordings).glob("*.wav"))[::args.every]
     if not files:
         print(f"no .wav files in {args.recordings}", file=sys.stderr)
         return 2
@@ -74,7 +86,8 @@ def main() -> int:
     right, misses = 0, []
     for at in range(0, len(files), args.batch_size):
         batch = files[at:at + args.batch_size]
-        outputs = asr([{"raw": load_16k(f), "sampling_rate": 16000} for f in batch], batch_size=args.batch_size)
+        outputs = asr([{"raw": load_16k(f), "sampling_rate": 16000} for f in batch], batch_size=args.batch_size,
+                      generate_kwargs={"max_new_tokens": args.max_new_tokens})
         for f, out in zip(batch, outputs):
             if is_digit(out["text"], int(f.name.split("_")[0])):
                 right += 1
@@ -84,7 +97,8 @@ def main() -> int:
         print(f"{done}/{len(files)}: {right} exact ({right / done:.1%})", file=sys.stderr, flush=True)
     for name, text in misses[:args.show]:
         print(f"miss: {name}: {text!r}", file=sys.stderr)
-    result = {"model": args.model, "files": len(files), "exact_digit": right, "rate": round(right / len(files), 4),
+    result = {"model": args.model, "manifest": args.manifest, "files": len(files),
+              "exact_digit": right, "rate": round(right / len(files), 4),
               "seconds": round(time.time() - start, 1)}
     print(json.dumps(result))
     return 0

@@ -98,6 +98,11 @@ def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
         for key in keys if isinstance(keys, tuple) else (keys,):
             out[key] = model_cfg.dropout
     extra = plain_extra(model_cfg)
+    family, preset = saved.get("model_type"), getattr(model_cfg, "arch", None)
+    if extra and preset and family and family.replace("_", "-") != str(preset).replace("_", "-"):
+        log(f"model.extra left out: its settings are for model.arch {preset} (the preset's), and the model "
+            f"at model.path is a {family}")
+        extra = {}
     fixed = {k: v for k, v in extra.items() if k in SHAPE_KEYS and k in saved and saved[k] != v}
     if fixed:  # a preset's input shape (vit-tiny's 16x16 images) must not reshape a trained model's weights
         log("model.extra " + ", ".join(f"{k}={v}" for k, v in fixed.items()) + " left out: the model at model.path "

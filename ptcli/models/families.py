@@ -8,9 +8,9 @@ ENCODERS = {"bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2",
             "camembert", "mpnet", "megatron-bert", "ernie"}
 ENCODER_DECODERS = {"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "led", "longt5"}
 VISION = {"vit", "vit_mae", "deit", "beit", "swin", "convnext", "dinov2"}
-# Audio encoders over raw waveforms with a convolutional feature encoder (a Wav2Vec2FeatureExtractor's input_values);
-# spectrogram models (Whisper, AST) are not here yet: their extractors pad to a fixed length.
-# Speech encoder-decoders over log-mel features: they transcribe (generate's kind=transcribe), not generate text.
+# Audio encoders over raw waveforms with a convolutional feature encoder (a Wav2Vec2FeatureExtractor's input_values).
+# Speech encoder-decoders over log-mel features: they transcribe (generate's kind=transcribe), not generate text; their
+# shape is audio too (objective=audio_classification puts a head on Whisper's encoder: WhisperForAudioClassification).
 SPEECH_SEQ2SEQ = {"whisper", "speech_to_text", "speecht5"}
 AUDIO = {"wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew",
          "sew-d"}
@@ -60,6 +60,6 @@ def shape(arch: str | None) -> str | None:
         return "encoder-decoder"
     if arch in VISION:
         return "vision"
-    if arch in AUDIO:
+    if arch in AUDIO or arch in SPEECH_SEQ2SEQ:
         return "audio"
     return "decoder"

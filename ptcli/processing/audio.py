@@ -99,7 +99,10 @@ def feature_extractor_for(model_cfg, rate: int):
 
 
 def features(extractor, clips: list, rate: int | None = None) -> dict:
-    """A padded batch of model inputs (``input_values`` and, when the extractor makes one, ``attention_mask``)."""
+    """A padded batch of model inputs (``input_values`` or, for Whisper, ``input_features``, and, when the extractor
+    makes one, ``attention_mask``)."""
     rate = rate or extractor.sampling_rate
-    return dict(extractor(clips, sampling_rate=rate, padding=True, return_tensors="pt",
+    # Whisper's log-mel extractor: its encoder takes exactly chunk_length seconds, so every clip is padded to that
+    fixed = getattr(extractor, "nb_max_frames", None) is not None
+    return dict(extractor(clips, sampling_rate=rate, padding="max_length" if fixed else True, return_tensors="pt",
                           return_attention_mask=getattr(extractor, "return_attention_mask", False)))

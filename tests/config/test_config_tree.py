@@ -119,6 +119,8 @@ def expected_invalid(verb: str, group: str | None, option: str | None) -> str | 
     if (option in ("tensorboard", "mlflow", "wandb", "trackio") and group == "logger"
             and verb in ("pretrain", "finetune") and importlib.util.find_spec(option) is None):
         return f"needs the {option} package"
+    if group == "recipe" and option.startswith("finetune_") and verb in ("pretrain", "finetune"):
+        return "is not a validation metric of this objective"  # finetune_ctc on another objective: its best_metric
     model, objective = VERB_DEFAULTS[verb]
     # those always get model.path (a gpt2)
     if group == "model" and verb not in ("generate", "chat", "serve", "predict", "explain", *GIVEN_A_MODEL):

@@ -65,3 +65,43 @@ def test_convert_whisper_tiny_en_then_transcribe_digits_with_transformers(tmp_pa
     assert_one_screen(again, 2, "exists and is not empty", "--force")
     missing = run_cli("convert", str(tmp_path / "nowhere"), str(tmp_path / "x"), cwd=tmp_path)
     assert_one_screen(missing, 2, "does not exist", "whisper-tiny.en")
+
+
+def test_a_shortened_context_is_the_first_positions_and_its_encoder_fine_tunes_as_a_classifier(tmp_path,
+                                                                                              whisper_package):
+    """--context-seconds 2 keeps the encoder's first 100 positions and pads clips to 2 s; with a head on that
+    encoder (WhisperForAudioClassification), `ptcli finetune objective=audio_classification` trains on FSDD and
+    `ptcli predict` labels a recording."""
+    from safetensors import safe_open
+
+    recordings = shared_data("fsdd/recordings")
+    full, short = tmp_path / "full", tmp_path / "short"
+    assert run_cli("convert", "whisper-tiny.en", str(full), cwd=tmp_path).returncode == 0
+    proc = run_cli("convert", "whisper-tiny.en", str(short), "--context-seconds", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "cut to 2 s (100 positions of 1500)" in proc.stderr
+    assert json.loads((short / "config.json").read_text())["max_source_positions"] == 100
+    extractor = json.loads((short / "processor_config.json").read_text())["feature_extractor"]
+    assert extractor["chunk_length"] == 2 and extractor["nb_max_frames"] == 200
+    key = "model.encoder.embed_positions.weight"
+    with safe_open(str(full / "model.safetensors"), "pt") as a, safe_open(str(short / "model.safetensors"), "pt") as b:
+        long_table, short_table = a.get_tensor(key), b.get_tensor(key)
+        assert short_table.shape[0] == 100 and bool((short_table == long_table[:100]).all())
+        layer = "model.encoder.layers.0.fc1.weight"
+        assert bool((a.get_tensor(layer) == b.get_tensor(layer)).all())
+    bad = run_cli("convert", "whisper-tiny.en", str(tmp_path / "x"), "--context-seconds", "31", cwd=tmp_path)
+    assert_one_screen(bad, 2, "--context-seconds 31", "--context-seconds 2")
+
+    run = tmp_path / "run"
+    trained = run_cli("finetune", "objective=audio_classification", f"model.path={short}", "dataset=audio-files",
+                      f"dataset.path={recordings}", "dataset.val_pattern=_jackson_4", "train.max_steps=2",
+                      "train.batch_size=4", "train.eval_every=2", "train.eval_batches=1", "train.epochs=null",
+                      "device=cpu", "device.threads=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "model.extra left out" in trained.stderr and "model: whisper" in trained.stderr
+    saved = json.loads((run / "model" / "config.json").read_text())
+    assert saved["architectures"] == ["WhisperForAudioClassification"] and saved["max_source_positions"] == 100
+    predicted = run_cli("predict", f"model.path={run}", f"input={recordings / FILES[0]}", "device=cpu",
+                        cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert json.loads(predicted.stdout.strip().splitlines()[-1])["label"] in [str(d) for d in range(10)]

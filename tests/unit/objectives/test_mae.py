@@ -214,3 +214,24 @@ def test_a_presets_input_shape_does_not_reshape_a_trained_model(tmp_path):
     assert "image_size" not in out and out["patch_size"] == 4 and out["initializer_range"] == 0.1
     assert out["ignore_mismatched_sizes"] is True
     assert any("image_size=16 left out" in line and "image_size=32" in line for line in lines)
+
+
+def test_a_presets_extra_settings_for_another_family_are_left_out(tmp_path):
+    """objective=audio_classification selects wav2vec2-tiny, whose model.extra (conv_dim, ...) a Whisper at
+    model.path has no use for (its config class refuses them): left out, and the log says why."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from ptcli.models.build import pretrained_overrides
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "whisper",
+                                                      "architectures": ["WhisperForConditionalGeneration"]}))
+    lines = []
+    cfg = OmegaConf.create({"path": str(tmp_path), "dropout": None, "arch": "wav2vec2",
+                            "extra": {"conv_dim": [32, 32], "layerdrop": 0.0}})
+    out = pretrained_overrides(cfg, {"num_labels": 10}, lines.append)
+    assert "conv_dim" not in out and "layerdrop" not in out
+    assert any("model.extra left out" in line and "whisper" in line for line in lines)
+    same = OmegaConf.create({"path": str(tmp_path), "dropout": None, "arch": "whisper", "extra": {"layerdrop": 0.0}})
+    assert pretrained_overrides(same, {}, lines.append)["layerdrop"] == 0.0
