@@ -9,6 +9,7 @@ from typing import Any
 from ptcli.config import plugins
 from ptcli.config.paths import is_adapter, resolve_model_dir
 from ptcli.errors import PtcliError
+from ptcli.models import families
 from ptcli.models.families import ENCODERS, SPEECH_SEQ2SEQ
 
 # How generate and evaluate use a model of each inference kind: the transformers auto class that loads it.
@@ -92,7 +93,7 @@ def hf_config(path: str):
 
 def is_ctc(config) -> bool:
     """A speech model with a CTC head (it transcribes frame by frame; the others generate)."""
-    return any(a.endswith("ForCTC") for a in getattr(config, "architectures", None) or [])
+    return families.is_ctc(getattr(config, "architectures", None))
 
 
 def detect_kind(config, run_cfg: dict | None = None) -> str:

@@ -54,16 +54,13 @@ class Transcriber:
         return [out[p.index] for p in prompts]
 
     def ctc_texts(self, clips, rate: int, device) -> list[str]:
+        from ptcli.objectives.ctc import greedy_decode, valid_frames
         from ptcli.processing.audio import features
 
         inputs = {k: v.to(device) for k, v in features(self.extractor, clips, rate).items()}
         logits = self.loaded.model(**inputs).logits
-        if "attention_mask" in inputs:
-            frames = self.loaded.model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
-        else:
-            frames = [logits.shape[1]] * len(clips)
-        best = logits.argmax(-1).cpu().tolist()
-        return [self.loaded.tokenizer.decode(ids[:int(n)]) for ids, n in zip(best, frames)]
+        frames = valid_frames(self.loaded.model, inputs.get("attention_mask"), logits)
+        return greedy_decode(self.loaded.tokenizer, logits, frames)
 
     def generated(self, clips, rate: int, device) -> list[str]:
         inputs = self.extractor(clips, sampling_rate=rate, return_tensors="pt")

@@ -7,7 +7,7 @@ from pathlib import Path
 from ptcli.config.paths import is_adapter, resolve_model_dir
 from ptcli.errors import PtcliError
 from ptcli.models.convert import load_converted
-from ptcli.models.families import size_keys
+from ptcli.models.families import is_ctc, size_keys
 
 
 def hf_config_kwargs(model_cfg, vocab_size: int | None, tokenizer=None) -> dict:
@@ -118,8 +118,7 @@ def pretrained_overrides(model_cfg, head_kwargs: dict, log) -> dict:
             "re-initialising the classification head")
         out["ignore_mismatched_sizes"] = True
     vocab = head_kwargs.get("vocab_size")  # a CTC head over a new character vocabulary
-    ctc = any(a.endswith("ForCTC") for a in saved.get("architectures") or [])
-    if vocab is not None and saved.get("vocab_size") not in (None, vocab) and ctc:
+    if vocab is not None and saved.get("vocab_size") not in (None, vocab) and is_ctc(saved.get("architectures")):
         log(f"warning: the checkpoint's CTC head spells {saved['vocab_size']} tokens but the vocabulary has {vocab}: "
             "re-initialising the CTC head")
         out["ignore_mismatched_sizes"] = True

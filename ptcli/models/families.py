@@ -49,6 +49,12 @@ def size_keys(arch: str | None) -> dict:
     return ARCH_KEYS.get(arch or "", GENERIC_KEYS)
 
 
+def is_ctc(architectures) -> bool:
+    """A speech model with a CTC head (its ``architectures`` name a ``...ForCTC`` class): it transcribes frame by
+    frame, where the speech encoder-decoders generate."""
+    return any(str(a).endswith("ForCTC") for a in architectures or [])
+
+
 def shape(arch: str | None) -> str | None:
     """'encoder', 'encoder-decoder', 'vision', 'audio' or 'decoder' for a known model_type (None: unknown before
     loading)."""

@@ -27,7 +27,7 @@ from ptcli.errors import PtcliError
 from ptcli.objectives.audio import AudioObjective
 from ptcli.objectives.base import LOSS, Context, LossOutput, Metric, MetricEvaluator
 
-__all__ = ["CTC", "ctc_summed"]
+__all__ = ["CTC", "ctc_summed", "greedy_decode", "valid_frames"]
 
 BLANK, UNKNOWN, DELIMITER = "<pad>", "<unk>", "|"
 
@@ -158,12 +158,7 @@ class CTC(AudioObjective):
 
         inputs = {k: batch[k] for k in ("input_values", "attention_mask") if k in batch}
         logits = model(**inputs).logits.float()
-        if "attention_mask" in batch:
-            samples = batch["attention_mask"].sum(-1)
-            frames = export_model_of(model)._get_feat_extract_output_lengths(samples).clamp(max=logits.shape[1])
-        else:
-            frames = logits.new_full((logits.shape[0],), logits.shape[1], dtype=batch["labels"].dtype)
-        return logits, frames.long()
+        return logits, valid_frames(export_model_of(model), batch.get("attention_mask"), logits)
 
     def loss(self, model, batch) -> LossOutput:
         logits, frames = self.logits_and_frames(model, batch)
@@ -173,9 +168,21 @@ class CTC(AudioObjective):
         return CTCEvaluator(self)
 
     def decode(self, logits, frames) -> list[str]:
-        """Greedy CTC decoding: the best token per valid frame, repeats merged, blanks dropped."""
-        best = logits.argmax(-1).cpu().tolist()
-        return [self.tokenizer.decode(ids[:n]) for ids, n in zip(best, frames.cpu().tolist())]
+        return greedy_decode(self.tokenizer, logits, frames)
+
+
+def valid_frames(model, attention_mask, logits):
+    """Each clip's number of output frames that hold audio (the feature encoder's lengths of its unpadded samples;
+    every frame when the extractor gives no attention mask), as a long tensor."""
+    if attention_mask is None:
+        return logits.new_full((logits.shape[0],), logits.shape[1]).long()
+    return model._get_feat_extract_output_lengths(attention_mask.sum(-1)).clamp(max=logits.shape[1]).long()
+
+
+def greedy_decode(tokenizer, logits, frames) -> list[str]:
+    """Greedy CTC decoding: the best token per valid frame, repeats merged, blanks dropped."""
+    best = logits.argmax(-1).cpu().tolist()
+    return [tokenizer.decode(ids[:n]) for ids, n in zip(best, frames.cpu().tolist())]
 
 
 def ctc_summed(logits, frames, labels, blank: int, zero_infinity: bool = True) -> LossOutput:
