@@ -155,11 +155,11 @@ class Session:
                    "failed_at": self.failed[:100], "skipped_empty": len(skipped), "new_tokens": self.new_tokens,
                    "seconds": round(seconds, 3), "tokens_per_second": round(self.rate(), 1),
                    "stopped_early": self.closed}
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if getattr(self, "loaded", None) is not None and self.loaded.kind == "transcribe":
             summary |= {"audio_seconds": round(self.audio_seconds, 3),
                         "real_time_factor": round(seconds / self.audio_seconds, 4) if self.audio_seconds else None}
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if self.source != "interactive" or self.failed:
             if "audio_seconds" in summary:
                 self.log(f"{self.prompts} audio file(s), {self.results} transcript(s) of {self.audio_seconds:.1f} s "

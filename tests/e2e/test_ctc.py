@@ -62,6 +62,8 @@ def test_tone_words_are_spelled_evaluated_generated_and_read_by_the_transformers
     assert [line["audio"] for line in lines] == [str(p) for p, _ in clips]
     assert all(set(line["text"]) <= set("aceg ") for line in lines), lines
     assert "3 audio file(s), 3 transcript(s)" in generated.stderr
+    summary = json.loads(sorted((tmp_path / "outputs" / "generate").glob("*/summary.json"))[-1].read_text())
+    assert summary["audio_seconds"] == pytest.approx(sum(line["seconds"] for line in lines), abs=1e-3)
 
     (tmp_path / "broken.wav").write_text("not audio")
     bad = run_cli("generate", f"model.path={run}", "output=text", *CPU, cwd=tmp_path,
