@@ -8,7 +8,7 @@ saved model's ``id2label``/``label2id``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from ptcli.data.records import column, text_field
 from ptcli.errors import PtcliError
@@ -22,6 +22,9 @@ class SequenceClassification(LabelledObjective):
     """One label (or one number) per sentence or sentence pair."""
 
     num_labels: Optional[int] = None  # null: discovered from the training labels; 1: regression
+    # what the head reads: the architecture's own (BERT's [CLS] pooler, a decoder's last token) or the mean of the
+    # last layer's tokens, folded into a BERT encoder as one frozen block (sentence encoders such as MiniLM)
+    pooling: Literal["model", "mean"] = "model"
 
     name = "classification"
     auto_class = "AutoModelForSequenceClassification"
@@ -36,6 +39,16 @@ class SequenceClassification(LabelledObjective):
             raise PtcliError(f"objective.num_labels must be at least 1, got {self.num_labels}",
                              fix="Use objective.num_labels=1 for regression, >= 2 for classes, or null to discover")
         self.labels: LabelMap | None = None
+
+    @classmethod
+    def config_problems(cls, cfg: dict, model_config: dict | None) -> list[str]:
+        from ptcli.models.pooling import mean_pooling_problem
+
+        problems = super().config_problems(cfg, model_config)
+        if (cfg.get("objective") or {}).get("pooling") == "mean":
+            arch = (model_config or {}).get("model_type") or (cfg.get("model") or {}).get("arch")
+            problems += [p for p in [mean_pooling_problem(arch)] if p]
+        return problems
 
     @property
     def regression(self) -> bool:
@@ -133,6 +146,14 @@ class SequenceClassification(LabelledObjective):
 
     def evaluator(self) -> Evaluator:
         return ClassificationEvaluator(self)
+
+    def build_model(self, ctx, processors):
+        model = super().build_model(ctx, processors)
+        if self.pooling == "mean":
+            from ptcli.models.pooling import fold_mean_pooling
+
+            fold_mean_pooling(model, ctx.log)
+        return model
 
     def head_kwargs(self) -> dict:
         if self.regression:

@@ -140,6 +140,41 @@ def test_head_only_freezes_the_encoder_and_layer_decay_runs(tmp_path, sentiment)
     assert "frozen:" in proc.stderr
 
 
+def test_mean_pooling_trains_its_head_on_the_mean_resumes_exactly_and_exports_plain_bert(tmp_path, sentiment):
+    """objective.pooling=mean: one frozen block folded into the encoder; the folder is a BertForSequenceClassification
+    a transformers pipeline runs, and a resumed run (the block folded again before the weights load) is exact."""
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    args = [*TINY, f"dataset.files=[{sentiment}]", "objective.pooling=mean", "train.max_steps=4", "train.batch_size=8",
+            "train.eval_every=4", "train.save_every=2", "train.keep_last=5", "optim.lr=1e-3"]
+    proc = run_cli("finetune", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pooling: mean of the last layer's tokens, folded in as encoder block 3 (frozen)" in proc.stderr
+    first = latest(tmp_path)
+    config = json.loads((first / "model" / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["ptcli_pooling"], config["architectures"]) == (
+        3, "mean", ["BertForSequenceClassification"])
+    early = load_file(first / "checkpoints" / "step-00000002" / "model.safetensors")
+    late = load_file(first / "checkpoints" / "step-00000004" / "model.safetensors")
+    changed = {k for k in early if not torch.equal(early[k], late[k])}
+    assert any(k.startswith("bert.encoder.layer.0.") for k in changed)
+    assert not any(k.startswith("bert.encoder.layer.2.") for k in changed)  # the pooling block is frozen
+    labels = pipeline("text-classification", model=str(first / "model"))(["the plot was superb", "awful"])
+    assert {r["label"] for r in labels} <= {"neg", "pos"}
+
+    proc = run_cli("finetune", *args, f"train.resume={first / 'checkpoints' / 'step-00000002'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    second = latest(tmp_path)
+
+    def losses(run):
+        return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if r["kind"] == "train"}
+
+    assert sorted(losses(second)) == [3, 4]
+    assert all(abs(losses(second)[s] - losses(first)[s]) < 1e-6 for s in (3, 4))
+
+
 def test_lora_adapter_merged_model_and_resume(tmp_path, sentiment):
     import torch
     from peft import AutoPeftModelForSequenceClassification

@@ -87,3 +87,12 @@ def test_lora_needs_pretrained_weights_and_seq2seq_needs_a_target(tmp_path):
     proc = run_cli("finetune", "objective=seq2seq", "model=t5-tiny", "model.vocab_size=300", "dataset=jsonl",
                    "dataset.files=[s.jsonl]", "device=cpu", "train.max_steps=1", "train.epochs=null", cwd=tmp_path)
     one_screen_error(proc, "objective=seq2seq needs the target text column", "dataset.label_column")
+
+
+def test_mean_pooling_on_a_model_it_cannot_fold_into_is_refused_before_the_run(tmp_path):
+    write_csv(tmp_path / "train.csv", sentiment_rows(20))
+    proc = run_cli("finetune", *FAST, "model=gpt2-tiny", "objective.pooling=mean", "dataset.files=[train.csv]",
+                   cwd=tmp_path)
+    one_screen_error(proc, "objective.pooling=mean folds mean pooling into a BERT encoder, but the model is 'gpt2'",
+                     "objective.pooling=model")
+    assert not (tmp_path / "outputs").exists()
