@@ -38,6 +38,8 @@ def register_defaults() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
+    if all(f"ptcli_{verb}_defaults.yaml" in store.repo for verb in schema.VERB_SCHEMAS):
+        return  # stored once per process: a fifth of each composition's time went into storing them again
     for verb, verb_schema in schema.VERB_SCHEMAS.items():
         store.store(name=f"ptcli_{verb}_defaults", node=schema_defaults(verb_schema))
 
