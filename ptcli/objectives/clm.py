@@ -25,16 +25,19 @@ class CausalLM(LanguageModelling):
     def packing(self, tokenizer) -> tuple[int, int | None]:
         return tokenizer.eos_token_id, None
 
-    def loss(self, model, batch) -> LossOutput:
+    def lm_inputs(self, batch) -> tuple:
+        """(labels, model inputs): position t predicts token t+1. Shift the labels, not the logits: slicing the
+        (batch, seq, vocab) logits would copy the largest tensor of the step (transformers' own loss does the same)."""
         import torch.nn.functional as F
 
+        input_ids = batch["input_ids"]
+        return F.pad(batch.get("labels", input_ids)[:, 1:], (0, 1), value=-100), {"input_ids": input_ids}
+
+    def loss(self, model, batch) -> LossOutput:
         from ptcli.objectives.linear_ce import causal_lm_loss
 
-        input_ids = batch["input_ids"]
-        # Position t predicts token t+1. Shift the labels, not the logits: slicing the (batch, seq, vocab)
-        # logits would copy the largest tensor of the step (transformers' own loss does the same).
-        labels = F.pad(batch.get("labels", input_ids)[:, 1:], (0, 1), value=-100)
-        return causal_lm_loss(model, labels, self.chunked_loss and not self.full_logits, input_ids=input_ids)
+        labels, inputs = self.lm_inputs(batch)
+        return causal_lm_loss(model, labels, self.chunked_loss and not self.full_logits, **inputs)
 
     def evaluator(self) -> Evaluator:
         return PerplexityEvaluator(self)

@@ -10,7 +10,9 @@ on the targets the task loss covers (each example for classifiers, each labelled
 taggers: Hinton et al. 2015; token-level as torchtune's and NeMo's KD recipes), summed and counted like the task loss
 so the weighting does not depend on how targets split across micro-batches and processes. Regression distils with
 the squared error to the teacher's prediction. The hidden-state term (DistilBERT's cosine loss) compares the last
-hidden states of every attended token and needs equal widths. Each term is logged.
+hidden states of every attended token and needs equal widths. Each term is logged. A causal LM student with
+``objective.chunked_loss`` (the default) computes both terms a chunk of positions at a time through both output
+layers (``linear_ce.linear_distillation``): neither model's ``batch x seq x vocab`` logits exist at once.
 
 The student sees the same token ids as the teacher, so their tokenizers must agree: a student without its own
 tokenizer takes the teacher's; different strings for the same id are refused (torchtune #2119, trl #3028); a vocabulary
@@ -127,6 +129,10 @@ class Distillation:
     def loss(self, model, batch: dict) -> LossOutput:
         import torch
 
+        if getattr(self, "chunked_loss", False) and hasattr(self, "lm_inputs"):  # CLM, SFT
+            chunked = self.chunked_loss_of(model, batch)
+            if chunked is not None:
+                return chunked
         seen = {}
         hidden = self.distill.hidden_weight > 0
 
@@ -158,6 +164,35 @@ class Distillation:
             total = total + self.distill.hidden_weight * cos
             logs["hidden_loss"] = (cos.detach(), task.count)
         return LossOutput(total, task.count, logs)
+
+    def chunked_loss_of(self, model, batch: dict) -> LossOutput | None:
+        """A causal LM's task and soft terms through both output layers a chunk of positions at a time
+        (``linear_ce.linear_distillation``): neither model's full logits exist. None where either model's logits are
+        not its output layer applied to its last hidden state (FSDP, adapted heads, soft-capping): the plain path."""
+        import torch
+
+        from ptcli.objectives.linear_ce import agreeing_head, linear_distillation, may_chunk
+
+        teacher = self.helpers["teacher"]
+        if not (may_chunk(model) and may_chunk(teacher)):
+            return None
+        labels, inputs = self.lm_inputs(batch)
+        output = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+        with torch.no_grad():
+            teacher_out = teacher(**inputs, output_hidden_states=True, logits_to_keep=1)
+        head, teacher_head = agreeing_head(model, output), agreeing_head(teacher, teacher_out)
+        if head is None or teacher_head is None:
+            return None
+        alpha, T = self.distill.alpha, self.distill.temperature
+        total, task, soft, count = linear_distillation(
+            output.hidden_states[-1], head, labels, teacher_out.hidden_states[-1], teacher_head, T,
+            task_weight=1 - alpha, soft_weight=alpha * T ** 2, cut=self.shared_vocab)
+        logs = {"task_loss": (task, count), "kd_loss": (soft, count)}
+        if self.distill.hidden_weight > 0:
+            cos = self.hidden_sum(output, teacher_out, batch, count)
+            total = total + self.distill.hidden_weight * cos
+            logs["hidden_loss"] = (cos.detach(), count)
+        return LossOutput(total, count, logs)
 
     def soft_sum(self, student, teacher, batch):
         """Sum over the task's targets of KL(teacher || student) at temperature T (squared error for regression)."""

@@ -27,15 +27,17 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling",
 
 def causal_lm_loss(model, labels, chunked: bool = True, **inputs) -> LossOutput:
     """Summed next-token cross-entropy of ``model(**inputs)`` against ``labels`` (already shifted, -100 ignored)."""
-    head = chunk_head(model) if chunked and _DECIDED.get(model, True) else None
-    if head is not None:
+    if chunked and may_chunk(model):
         out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
-        hidden = out.hidden_states[-1]
-        if model not in _DECIDED:
-            _DECIDED[model] = _agrees(hidden, head, out.logits)
-        if _DECIDED[model]:
-            return linear_cross_entropy(hidden, head.weight, head.bias, labels)
+        head = agreeing_head(model, out)
+        if head is not None:
+            return linear_cross_entropy(out.hidden_states[-1], head.weight, head.bias, labels)
     return summed_cross_entropy(model(**inputs).logits, labels)
+
+
+def may_chunk(model) -> bool:
+    """Whether the chunked path may apply to ``model``: an output layer it can use, not yet found to disagree."""
+    return chunk_head(model) is not None and _DECIDED.get(model, True)
 
 
 def chunk_head(model):
@@ -172,3 +174,124 @@ def _autograd_function():
             return out[0], out[1], out[2], None, None
 
     return LinearCrossEntropy
+
+
+def agreeing_head(model, out):
+    """``model``'s output layer when ``out`` (its outputs with hidden states and ``logits_to_keep=1``) shows that its
+    logits are that layer applied to its last hidden state (checked once per model); else None."""
+    head = chunk_head(model)
+    if head is None:
+        return None
+    if model not in _DECIDED:
+        _DECIDED[model] = _agrees(out.hidden_states[-1], head, out.logits)
+    return head if _DECIDED[model] else None
+
+
+def linear_distillation(hidden, head, labels, teacher_hidden, teacher_head, temperature: float, task_weight: float,
+                        soft_weight: float, cut: int | None = None, chunk: int | None = None):
+    """Token-level distillation of a causal LM through both output layers, a chunk of positions at a time:
+
+        total = task_weight * CE(student, labels) + soft_weight * KL(teacher_T || student_T)
+
+    summed over the labelled positions (labels already shifted, -100 ignored), the soft term over the first ``cut``
+    vocabulary ids. Returns (total, task sum, soft sum, count); only ``total`` is differentiable (in the student's
+    hidden states and output layer). Neither model's ``batch x seq x vocab`` logits exist at once, and each chunk's
+    student logits are computed once for both terms."""
+    import torch
+
+    flat = hidden.reshape(-1, hidden.size(-1))
+    teacher_flat = teacher_hidden.reshape(-1, teacher_hidden.size(-1))
+    flat_labels = labels.reshape(-1)
+    vocab = min(head.weight.size(0), teacher_head.weight.size(0))
+    cut = min(cut or vocab, vocab)
+    chunk = chunk or chunk_rows(flat.size(0), 2 * head.weight.size(0))  # two vocab-wide tensors per chunk
+    teacher = (teacher_flat.detach(), teacher_head.weight.detach(),
+               teacher_head.bias.detach() if teacher_head.bias is not None else None)
+    weights = (task_weight, soft_weight, float(temperature), cut)
+    grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (flat, head.weight, head.bias))
+    if grads:
+        total, task, soft = _distill_function().apply(flat, head.weight, head.bias, flat_labels, teacher, weights,
+                                                      chunk)
+    else:
+        (total, task, soft), _ = _chunked_distill(flat, head.weight, head.bias, flat_labels, teacher, weights, chunk,
+                                                  need=(False, False, False))
+    return total, task, soft, (flat_labels != -100).sum()
+
+
+def _chunked_distill(hidden, weight, bias, labels, teacher, weights, chunk: int, need: tuple[bool, bool, bool]):
+    """(total, task, soft) sums and, where ``need`` says, the gradients of ``total`` in hidden, weight and bias."""
+    import torch
+
+    task_weight, soft_weight, T, cut = weights
+    t_hidden, t_weight, t_bias = teacher
+    dtype = hidden.dtype
+    w = weight.to(dtype)
+    b = bias.to(dtype) if bias is not None else None
+    tw = t_weight.to(t_hidden.dtype)
+    tb = t_bias.to(t_hidden.dtype) if t_bias is not None else None
+    sums = torch.zeros(2, dtype=torch.float32, device=hidden.device)  # task, soft
+    grad_hidden = torch.empty_like(hidden) if need[0] else None
+    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need[1] else None
+    grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need[2] else None
+    for start in range(0, hidden.size(0), chunk):
+        h = hidden[start:start + chunk]
+        y = labels[start:start + chunk]
+        valid = y != -100
+        safe = torch.where(valid, y, 0)
+        logits = torch.nn.functional.linear(h, w, b).float()
+        lse = torch.logsumexp(logits, dim=-1)
+        sums[0] += torch.where(valid, lse - logits.gather(1, safe[:, None])[:, 0], 0.0).sum()
+        log_pt = torch.log_softmax(torch.nn.functional.linear(t_hidden[start:start + chunk], tw, tb)[:, :cut].float()
+                                   / T, dim=-1)
+        log_ps = torch.log_softmax(logits[:, :cut] / T, dim=-1)
+        p_t = log_pt.exp()
+        sums[1] += torch.where(valid, (p_t * (log_pt - log_ps)).sum(-1), 0.0).sum()
+        if not any(need):
+            continue
+        # d(total)/d(logits): task_weight * (softmax - one_hot) + soft_weight * (softmax_T - p_teacher) / T on the
+        # first `cut` ids, zero on ignored positions; in place over the logits
+        g = logits.sub_(lse[:, None]).exp_().mul_(task_weight)
+        g[torch.arange(g.size(0), device=g.device), safe] -= task_weight
+        g[:, :cut] += log_ps.exp_().sub_(p_t).mul_(soft_weight / T)
+        g *= valid[:, None]
+        if need[2]:
+            grad_bias += g.sum(0)
+        g = g.to(dtype)
+        if need[0]:
+            torch.mm(g, w, out=grad_hidden[start:start + chunk])
+        if need[1]:
+            if dtype == torch.float32:
+                grad_weight.addmm_(g.T, h)
+            else:
+                grad_weight += (g.T @ h).float()
+    task, soft = sums[0], sums[1]
+    return (task_weight * task + soft_weight * soft, task, soft), (grad_hidden, grad_weight, grad_bias)
+
+
+@functools.cache
+def _distill_function():
+    import torch
+
+    class LinearDistillation(torch.autograd.Function):
+        """Forward computes the sums and the gradients of the total chunk by chunk; backward scales them."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, labels, teacher, weights, chunk):
+            need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
+            with torch.autocast(hidden.device.type, enabled=False):
+                (total, task, soft), grads = _chunked_distill(hidden, weight, bias, labels, teacher, weights, chunk,
+                                                              need)
+            ctx.grad_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+            ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
+            ctx.present = tuple(g is not None for g in grads)
+            ctx.mark_non_differentiable(task, soft)
+            return total, task, soft
+
+        @staticmethod
+        def backward(ctx, grad_total, _task, _soft):
+            saved = ctx.saved_tensors
+            out = [(g * grad_total).to(dtype) if present else None
+                   for g, present, dtype in zip(saved, ctx.present, ctx.grad_dtypes)]
+            return out[0], out[1], out[2], None, None, None, None
+
+    return LinearDistillation

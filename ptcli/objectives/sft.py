@@ -156,11 +156,15 @@ class SFT(LabelledObjective):
                 "attention_mask": self.pad([[1] * len(e["input_ids"]) for e in examples], 0),
                 "labels": self.pad([e["labels"] for e in examples], -100)}
 
-    def loss(self, model, batch) -> LossOutput:
+    def lm_inputs(self, batch) -> tuple:
+        """(labels shifted by one, model inputs)."""
         import torch.nn.functional as F
 
+        return (F.pad(batch["labels"][:, 1:], (0, 1), value=-100),
+                {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+
+    def loss(self, model, batch) -> LossOutput:
         from ptcli.objectives.linear_ce import causal_lm_loss
 
-        return causal_lm_loss(model, F.pad(batch["labels"][:, 1:], (0, 1), value=-100),
-                              self.chunked_loss and not self.full_logits, input_ids=batch["input_ids"],
-                              attention_mask=batch["attention_mask"])
+        labels, inputs = self.lm_inputs(batch)
+        return causal_lm_loss(model, labels, self.chunked_loss and not self.full_logits, **inputs)

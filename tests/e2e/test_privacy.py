@@ -59,10 +59,14 @@ def test_a_private_run_logs_its_epsilon_and_the_accountant_agrees_then_the_membe
 
 
 def test_a_private_run_resumes_exactly(data, tmp_path):
-    proc = run_cli("finetune", *args(data), cwd=tmp_path)
+    """The recipe that met the accuracy target: a linear head on the mean-pooled tokens (the folded block frozen)."""
+    head = ["objective.pooling=mean", "tune.trainable=[classifier]"]
+    proc = run_cli("finetune", *args(data), *head, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "pooling: mean" in proc.stderr
     first = (tmp_path / "outputs" / "finetune" / "latest").resolve()
-    proc = run_cli("finetune", *args(data), f"train.resume={first / 'checkpoints' / 'step-00000003'}", cwd=tmp_path)
+    proc = run_cli("finetune", *args(data), *head, f"train.resume={first / 'checkpoints' / 'step-00000003'}",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     second = (tmp_path / "outputs" / "finetune" / "latest").resolve()
     assert second != first

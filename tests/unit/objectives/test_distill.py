@@ -170,3 +170,31 @@ def test_every_other_layer_makes_a_working_half_depth_student(make, tmp_path):
     model.save_pretrained(tmp_path)
     again = type(model).from_pretrained(tmp_path).eval()
     assert torch.allclose(again(input_ids=ids).logits, before, atol=1e-5)
+
+
+def test_a_causal_lm_distils_chunked_as_the_plain_path_does_without_either_models_full_logits():
+    """chunked_loss (the default): the same loss, logged terms and student gradients as the plain path, and neither
+    model is asked for more than its last position's logits."""
+    student, teacher = llama(0), llama(1)
+    ids = torch.randint(1, VOCAB, (2, 12), generator=torch.Generator().manual_seed(5))
+    results = {}
+    for chunked in (True, False):
+        student.zero_grad()
+        objective = distilled(CausalLM(chunked_loss=chunked), settings(alpha=0.4, temperature=2.0))
+        objective.helpers = {"teacher": teacher}
+        widths = []
+        hooks = [m.register_forward_hook(lambda mod, a, out, seen=widths: seen.append(out.logits.shape[1]))
+                 for m in (student, teacher)]
+        out = objective.loss(student, {"input_ids": ids})
+        for hook in hooks:
+            hook.remove()
+        out.sum.backward()
+        results[chunked] = (out, [p.grad.clone() for p in student.parameters()], widths)
+    (fast, fast_grads, fast_widths), (plain, plain_grads, plain_widths) = results[True], results[False]
+    assert fast_widths == [1, 1] and plain_widths == [12, 12]
+    assert abs(fast.sum.item() - plain.sum.item()) <= 1e-6 * abs(plain.sum.item())
+    assert int(fast.count) == int(plain.count) == 22
+    for key in ("task_loss", "kd_loss"):
+        assert fast.logs[key][0].item() == pytest.approx(plain.logs[key][0].item(), rel=1e-5)
+    for mine, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(mine, want, rtol=1e-4, atol=1e-6)

@@ -112,3 +112,44 @@ def test_perplexity_windows_score_the_same_tokens_through_the_chunked_loss():
         want = torch.nn.functional.cross_entropy(logits.reshape(-1, 97), ids[:, 5:].reshape(-1), reduction="sum")
     assert count == 2 * 11
     assert float(total) == pytest.approx(float(want), rel=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+@pytest.mark.parametrize(("bias", "cut"), [(True, None), (False, 41)])
+def test_distillation_equals_the_plain_cross_entropy_and_kl_with_their_gradients(chunk, bias, cut):
+    """task_weight CE + soft_weight KL(teacher_T || student_T), the soft term over the first `cut` ids."""
+    import torch.nn.functional as F
+
+    h, w, b, y = _inputs(bias=bias)
+    g = torch.Generator().manual_seed(9)
+    th, tw = torch.randn(37, 24, generator=g), torch.randn(50, 24, generator=g)
+    tb = torch.randn(50, generator=g) if bias else None
+    teacher_head = torch.nn.Linear(24, 50, bias=bias)
+    student_head = torch.nn.Linear(16, 50, bias=bias)
+    with torch.no_grad():
+        teacher_head.weight.copy_(tw)
+        student_head.weight.copy_(w)
+        if bias:
+            teacher_head.bias.copy_(tb)
+            student_head.bias.copy_(b)
+    T, alpha, keep = 2.0, 0.3, cut or 50
+    logits, t_logits = F.linear(h, w, b), F.linear(th, tw, tb)
+    valid = y != -100
+    ce = summed_cross_entropy(logits, y).sum
+    soft = F.kl_div(F.log_softmax(logits[valid][:, :keep] / T, -1), F.log_softmax(t_logits[valid][:, :keep] / T, -1),
+                    log_target=True, reduction="sum")
+    plain = (1 - alpha) * ce + alpha * T ** 2 * soft
+    plain.backward()
+    expected = [h.grad.clone(), w.grad.clone()] + ([b.grad.clone()] if bias else [])
+    hh = h.detach().clone().requires_grad_(True)
+    total, task, kd, count = linear_ce.linear_distillation(hh, student_head, y, th, teacher_head, T, 1 - alpha,
+                                                           alpha * T ** 2, cut=cut, chunk=chunk)
+    (total * 1.0).backward()
+    assert int(count) == int(valid.sum())
+    assert abs(total.item() - plain.item()) <= 1e-6 * abs(plain.item())
+    assert abs(task.item() - ce.item()) <= 1e-6 * abs(ce.item()) and abs(kd.item() - soft.item()) <= 1e-5 * soft.item()
+    assert not task.requires_grad and not kd.requires_grad
+    got = [hh.grad, student_head.weight.grad] + ([student_head.bias.grad] if bias else [])
+    for mine, want in zip(got, expected):
+        torch.testing.assert_close(mine, want, rtol=1e-5, atol=1e-6)
+    assert teacher_head.weight.grad is None
