@@ -1,10 +1,19 @@
-"""Fine-tuning throughput: `ptcli finetune` (classification, all-MiniLM-L6-v2) against a bare PyTorch loop.
+"""Fine-tuning speed: `ptcli finetune` (classification, all-MiniLM-L6-v2) against a bare PyTorch loop, and on
+real data against the Hugging Face Trainer.
 
-Fixed workload: MiniLM (BERT, 6 layers, 384 wide, 22.7M parameters) with a new 2-class head, batch 32,
+Fixed workload (default): MiniLM (BERT, 6 layers, 384 wide, 22.7M parameters) with a new 2-class head, batch 32,
 sequences of exactly SEQ tokens ([CLS] + words + [SEP], so padding is the same on both sides), AdamW,
 fp32. Prints tokens/s and examples/s for both and their ratio.
 
+The SST-2 recipe (``--recipe sst2``, issue #19): the first ROWS rows of SST-2's train.tsv, 1 epoch, batch 32,
+lr 5e-5, AdamW (weight decay 0.01, fused), linear schedule with 6% warmup, at most 128 tokens, each batch padded to
+its longest row, gradients clipped at 1.0, fp32; accuracy on the file's last 1,000 rows (never trained on). Three
+arms, each in its own process, in interleaved rounds: the HF Trainer, a bare loop (the same DataLoader, collator,
+optimizer and schedule: the ceiling), and `ptcli finetune`. Training seconds exclude loading and evaluation
+(Trainer: train_runtime; ptcli: the last train record's elapsed time).
+
 Run: .venv/bin/python scripts/bench_finetune.py [--steps 30] [--threads 2] [--device cpu]
+     .venv/bin/python scripts/bench_finetune.py --recipe sst2 [--rows 3800] [--rounds 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -83,13 +92,165 @@ def ptcli_run(steps: int, device: str, threads: int, log_every: int = 5) -> floa
         return len(windows) * tokens_per_window / sum(tokens_per_window / r["tokens_per_s"] for r in windows)
 
 
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+LR, WARMUP, MAX_LEN, WEIGHT_DECAY, HELD_OUT = 5e-5, 0.06, 128, 0.01, 1000
+
+
+def sst2_files(tmp: Path, sst2: Path, rows: int) -> tuple[Path, Path]:
+    lines = sst2.read_text().splitlines()
+    train, held = tmp / "train.tsv", tmp / "heldout.tsv"
+    train.write_text("\n".join(lines[:rows + 1]) + "\n")
+    held.write_text("\n".join([lines[0], *lines[-HELD_OUT:]]) + "\n")
+    return train, held
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[int]]:
+    import csv
+
+    rows = list(csv.DictReader(path.open(), delimiter="\t"))
+    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+
+
+def hf_parts(train: Path):
+    """Model, tokenizer, tokenized training rows and the padding collator, as a Trainer user sets them up."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+    texts, labels = read_tsv(train)
+    enc = tok(texts, truncation=True, max_length=MAX_LEN)
+    rows = [{"input_ids": ids, "attention_mask": m, "labels": y}
+            for ids, m, y in zip(enc["input_ids"], enc["attention_mask"], labels)]
+    return model, tok, rows, DataCollatorWithPadding(tok)
+
+
+def held_out_accuracy(model, tok, held: Path) -> float:
+    import torch
+
+    texts, labels = read_tsv(held)
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(texts), 128):
+            batch = tok(texts[i:i + 128], truncation=True, max_length=MAX_LEN, padding=True, return_tensors="pt")
+            right += (model(**batch).logits.argmax(-1) == torch.tensor(labels[i:i + 128])).sum().item()
+    return right / len(texts)
+
+
+def arm_trainer(train: Path, held: Path, out: Path) -> dict:
+    from transformers import Trainer, TrainingArguments
+
+    model, tok, rows, collator = hf_parts(train)
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=BATCH, num_train_epochs=1,
+                             learning_rate=LR, weight_decay=WEIGHT_DECAY, lr_scheduler_type="linear",
+                             warmup_steps=WARMUP, max_grad_norm=1.0, eval_strategy="no", save_strategy="no",
+                             logging_steps=20, report_to="none", disable_tqdm=True, use_cpu=True, seed=0)
+    result = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
+    return {"train_seconds": result.metrics["train_runtime"], "accuracy": held_out_accuracy(model, tok, held)}
+
+
+def arm_bare(train: Path, held: Path, out: Path) -> dict:
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    model, tok, rows, collator = hf_parts(train)
+    loader = torch.utils.data.DataLoader(rows, batch_size=BATCH, shuffle=True, collate_fn=collator,
+                                         generator=torch.Generator().manual_seed(0))
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    rest = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                                   {"params": rest, "weight_decay": 0.0}], lr=LR, fused=True)
+    steps = len(loader)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(WARMUP * steps), steps)
+    model.train()
+    start = time.perf_counter()
+    for batch in loader:
+        model(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - start
+    return {"train_seconds": seconds, "accuracy": held_out_accuracy(model, tok, held)}
+
+
+def arm_ptcli(train: Path, held: Path, out: Path, threads: int) -> dict:
+    args = [sys.executable, "-m", "ptcli", "finetune", "model=minilm", "dataset=csv", f"dataset.files=[{train}]",
+            f"dataset.val_files=[{held}]", "dataset.text_column=sentence", "dataset.label_column=label",
+            f"dataset.seq_len={MAX_LEN}", f"train.batch_size={BATCH}", "train.epochs=1", "train.max_steps=null",
+            f"optim.lr={LR}", f"optim.weight_decay={WEIGHT_DECAY}", "scheduler.name=linear",
+            f"scheduler.warmup_ratio={WARMUP}", "train.eval_every=1000000", "train.save_every=1000000",
+            "train.eval_batches=null", "train.export=last", "device=cpu", f"device.threads={threads}",
+            f"run.out_dir={out}"]
+    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PTCLI_CACHE_DIR": str(out)})
+    if proc.returncode:
+        sys.exit(f"ptcli failed:\n{proc.stderr}")
+    run = next(out.glob("finetune/2*"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_train = [r for r in records if r["kind"] == "train"][-1]
+    accuracy = [r for r in records if r["kind"] == "eval"][-1]["val_accuracy"]
+    return {"train_seconds": last_train["elapsed"], "accuracy": accuracy}
+
+
+def recipe(args) -> None:
+    """The SST-2 recipe's arms in interleaved rounds, each arm in a fresh process (``--arm`` runs one)."""
+    results: dict[str, list[dict]] = {"trainer": [], "bare": [], "ptcli": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        train, held = sst2_files(Path(tmp), Path(args.sst2), args.rows)
+        for r in range(args.rounds):
+            for arm in results:
+                out = Path(tmp, f"{arm}-{r}")
+                cmd = [sys.executable, __file__, "--arm", arm, "--threads", str(args.threads), "--train", str(train),
+                       "--held", str(held), "--out", str(out)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    sys.exit(f"{arm} failed:\n{proc.stderr[-3000:]}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                results[arm].append(result)
+                print(f"round {r + 1} {arm:7s} {result['train_seconds']:7.1f} s  accuracy {result['accuracy']:.3f}",
+                      flush=True)
+    med = {arm: sorted(x["train_seconds"] for x in rs)[len(rs) // 2] for arm, rs in results.items()}
+    per_round = [(results["trainer"][r]["train_seconds"] / results["ptcli"][r]["train_seconds"],
+                  results["bare"][r]["train_seconds"] / results["ptcli"][r]["train_seconds"])
+                 for r in range(args.rounds)]
+    print(f"SST-2 recipe, {args.rows} rows, 1 epoch, batch {BATCH}, {args.threads} threads, {args.rounds} rounds")
+    for arm in results:
+        print(f"{arm:7s} median {med[arm]:.1f} s")
+    print("speed ptcli / Trainer per round: " + ", ".join(f"{a:.3f}" for a, _ in per_round))
+    print("speed ptcli / bare per round:    " + ", ".join(f"{b:.3f}" for _, b in per_round))
+    print(json.dumps({"results": results, "per_round": per_round}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recipe", choices=["sst2"], help="the SST-2 recipe: HF Trainer, bare loop, ptcli")
+    parser.add_argument("--rows", type=int, default=3800)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sst2", default=str(SHARED / "data" / "sst2" / "train.tsv"))
+    parser.add_argument("--arm", choices=["trainer", "bare", "ptcli"], help=argparse.SUPPRESS)
+    parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--held", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
+
+    if args.recipe:
+        return recipe(args)
+    if args.arm:
+        torch.set_num_threads(args.threads)
+        if args.arm == "ptcli":
+            result = arm_ptcli(args.train, args.held, args.out, args.threads)
+        else:
+            result = (arm_trainer if args.arm == "trainer" else arm_bare)(args.train, args.held, args.out)
+        print(json.dumps(result))
+        return
 
     torch.set_num_threads(args.threads)
     bare = bare_loop(args.steps, args.device)
