@@ -8,7 +8,7 @@ differ from these defaults; ``ptcli config <verb>`` prints the whole composed re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 # Sections that name the class they build with _target_ (their settings live beside the class).
 PLUGIN_SECTIONS = ("objective", "dataset", "optim")
@@ -50,7 +50,9 @@ class DeviceConfig:
     accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs that support it, else fp32
     strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"  # auto: ddp when started by torchrun or srun
-    compile: bool = False
+    # torch.compile of the model; auto: on for runs of fixed-shape batches planned at 1,000 steps or more, where the
+    # measured speed-up repays the compile time (docs/benchmarks.md), if a compiler is there
+    compile: Union[bool, Literal["auto"]] = "auto"
     threads: Optional[int] = None  # CPU threads for torch; null: torch's default
     timeout_s: int = 1800  # several processes: how long a collective waits for the others before failing
 

@@ -89,7 +89,7 @@ def privacy_problems(cfg: dict, objective_cls) -> list[str]:
     if device.get("precision") == "fp16":
         problems.append("+privacy=dp with device.precision=fp16 is not supported (loss scaling would scale the "
                         "per-example norms that clipping bounds): use bf16 or fp32")
-    if device.get("compile"):
+    if device.get("compile") is True:  # auto leaves it off under DP
         problems.append("+privacy=dp with device.compile=true is not supported (Opacus's per-example gradients come "
                         "from module hooks that compiled graphs skip): set device.compile=false")
     if cfg.get("adversarial") is not None:

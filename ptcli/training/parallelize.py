@@ -9,9 +9,48 @@ import contextlib
 from ptcli.errors import PtcliError
 from ptcli.models.modules import hf_members, unwrap
 
+# device.compile=auto compiles runs planned at this many steps or more. Measured on CPU (docs/benchmarks.md): a
+# compiled step is about 4% faster and compiling costs about 23 s per new shape (4 s from the inductor cache), repaid
+# after about 1,050 steps with a cold cache.
+AUTO_COMPILE_STEPS = 1000
 
-def prepare_model(module, cfg, objective, dist, placement, log):
-    """Apply the run's transforms to the objective's module; returns (the module, the module the loop calls)."""
+
+def compile_decision(setting, planned_steps: int | None, fixed_shapes: bool, private: bool, device: str,
+                     compiler=None) -> tuple[bool, str | None]:
+    """Whether to ``torch.compile`` the model, and for ``auto`` why (a line for the log). ``compiler``: whether
+    inductor can build kernels on ``device`` (a C++ compiler on CPU, triton on CUDA); looked up when None."""
+    if setting is not True and setting != "auto":
+        return False, None
+    if setting is True:
+        return True, None
+    if private:
+        return False, "compile: auto -> off (DP-SGD's per-example gradients come from module hooks)"
+    if not fixed_shapes:
+        return False, "compile: auto -> off (batches change shape, and each new shape compiles again)"
+    if not planned_steps or planned_steps < AUTO_COMPILE_STEPS:
+        return False, (f"compile: auto -> off ({planned_steps or 'no'} planned steps; compiling repays its time from "
+                       f"about {AUTO_COMPILE_STEPS:,})")
+    if not (compiler if compiler is not None else can_compile(device)):
+        return False, ("compile: auto -> off (no C++ compiler for inductor on this CPU)" if device == "cpu" else
+                       "compile: auto -> off (triton is not installed)")
+    return True, f"compile: auto -> on ({planned_steps:,} planned steps of fixed-shape batches)"
+
+
+def can_compile(device: str) -> bool:
+    import importlib.util
+    import os
+    import shutil
+
+    if device == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    if device == "cpu":
+        return any(shutil.which(c) for c in (os.environ.get("CXX") or "", "g++", "clang++", "c++") if c)
+    return False
+
+
+def prepare_model(module, cfg, objective, dist, placement, log, compile_model: bool = False):
+    """Apply the run's transforms to the objective's module; returns (the module, the module the loop calls).
+    ``compile_model``: ``compile_decision``'s answer for this run."""
     from ptcli.training import finetune
 
     if cfg.get("tune") is not None:
@@ -25,7 +64,7 @@ def prepare_model(module, cfg, objective, dist, placement, log):
         for member in hf_members(module).values():
             member.gradient_checkpointing_enable()
     module.to(placement.device)
-    if cfg.device.compile:  # 4. compile, in place: the wrappers below see a compiled module
+    if compile_model:  # 4. compile, in place: the wrappers below see a compiled module
         module.compile()
     return module, wrap(module, dist, placement)  # 5. wrap: DDP, or FSDP sharding in place (new parameters)
 

@@ -16,10 +16,15 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
     from ptcli.errors import PtcliError
     from ptcli.training import checkpoint, optim
     from ptcli.training.mfu import peak_flops
-    from ptcli.training.parallelize import place_helpers, prepare_model
+    from ptcli.training.parallelize import compile_decision, place_helpers, prepare_model
 
     dist, data = ctx.dist, setup.data
-    module, model = prepare_model(setup.model, cfg, objective, dist, placement, log.info)
+    total_steps = planned_steps(cfg, len(data.train), data.units_per_example)
+    compile_model, why = compile_decision(cfg.device.compile, total_steps, bool(data.units_per_example),
+                                          cfg.get("privacy") is not None, placement.device.type)
+    if why:
+        log.info(why)
+    module, model = prepare_model(setup.model, cfg, objective, dist, placement, log.info, compile_model)
     objective.helpers = place_helpers(setup.helpers, dist, placement)
     n_params = sum(p.numel() for p in module.parameters())
     n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -31,7 +36,6 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
     tune = cfg.get("tune")
     optimizer = optim.build_optimizer(cfg.optim, module, placement.device.type,
                                       layer_decay=tune.layer_lr_decay if tune is not None else None)
-    total_steps = planned_steps(cfg, len(data.train), data.units_per_example)
     privacy = None
     if cfg.get("privacy") is not None:  # DP-SGD: per-example gradients, Poisson batches, a noisy optimizer
         from ptcli.training.privacy import Privacy

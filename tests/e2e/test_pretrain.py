@@ -225,3 +225,20 @@ def test_checkpoints_move_between_one_and_two_processes(tmp_path, strategy):
         assert sorted(got) == [4, 5, 6], resumed
         for step in (4, 5, 6):
             assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), (resumed, step)
+
+
+def test_compile_trains_like_eager_and_auto_says_why_it_stays_off(tmp_path):
+    """device.compile=true compiles the model (inductor on this CPU) and gives eager's losses; the default, auto,
+    leaves a short run eager and says why."""
+    base = [*TINY, "device=cpu", "device.threads=1", "train.max_steps=3", "train.log_every=1", "train.eval_every=3"]
+    eager = run_cli("pretrain", *base, "run.out_dir=eager", cwd=tmp_path)
+    assert eager.returncode == 0, eager.stderr
+    assert "compile: auto -> off (3 planned steps; compiling repays its time from about 1,000)" in eager.stderr
+    compiled = run_cli("pretrain", *base, "device.compile=true", "run.out_dir=compiled", cwd=tmp_path)
+    assert compiled.returncode == 0, compiled.stderr
+    assert "compile: auto" not in compiled.stderr
+    want = losses_by_step(tmp_path / "eager" / "pretrain" / "latest")
+    got = losses_by_step(tmp_path / "compiled" / "pretrain" / "latest")
+    assert sorted(got) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert got[step] == pytest.approx(want[step], rel=1e-4), step

@@ -87,3 +87,24 @@ def test_peer_failures_become_one_clear_error_naming_the_checkpoint(tmp_path):
     assert "step-00000010, is intact" in text and f"train.resume=auto hydra.run.dir={tmp_path}" in text
     assert peer_failure(ValueError("bad value"), dist, tmp_path) is None, "other errors pass through"
     assert peer_failure(gloo, Dist(), tmp_path) is None, "one process has no peers"
+
+
+def test_compile_auto_is_on_only_for_long_fixed_shape_runs_with_a_compiler():
+    from ptcli.training.parallelize import AUTO_COMPILE_STEPS, compile_decision
+
+    long = AUTO_COMPILE_STEPS
+    assert compile_decision("auto", long, True, False, "cpu", compiler=True) == (
+        True, "compile: auto -> on (1,000 planned steps of fixed-shape batches)")
+    on, why = compile_decision("auto", long - 1, True, False, "cpu", compiler=True)
+    assert not on and "999 planned steps" in why
+    assert not compile_decision("auto", None, True, False, "cpu", compiler=True)[0]  # no planned length
+    on, why = compile_decision("auto", 10 * long, False, False, "cpu", compiler=True)
+    assert not on and "change shape" in why  # padded batches of varying length would recompile
+    on, why = compile_decision("auto", 10 * long, True, True, "cpu", compiler=True)
+    assert not on and "DP-SGD" in why
+    on, why = compile_decision("auto", 10 * long, True, False, "cpu", compiler=False)
+    assert not on and "C++ compiler" in why
+    assert compile_decision("auto", 10 * long, True, False, "cuda", compiler=False)[1].endswith("triton is not "
+                                                                                                 "installed)")
+    assert compile_decision(True, 1, False, False, "cpu") == (True, None)  # an explicit choice is obeyed, silently
+    assert compile_decision(False, 10 * long, True, False, "cpu") == (False, None)
