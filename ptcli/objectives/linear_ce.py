@@ -123,16 +123,15 @@ def _chunked(hidden, weight, bias, labels, chunk: int, need: tuple[bool, bool, b
     for start in range(0, hidden.size(0), chunk):
         h = hidden[start:start + chunk]
         y = labels[start:start + chunk]
-        logits = torch.nn.functional.linear(h, w, b).float()
+        # log_softmax in one fused pass (logsumexp would take two more over the chunk: x - max, then exp)
+        log_probs = torch.log_softmax(torch.nn.functional.linear(h, w, b).float(), dim=-1)
         valid = y != -100
         safe = torch.where(valid, y, 0)
-        lse = torch.logsumexp(logits, dim=-1)
-        target = logits.gather(1, safe[:, None])[:, 0]
-        total += torch.where(valid, lse - target, 0.0).sum()
+        total -= torch.where(valid, log_probs.gather(1, safe[:, None])[:, 0], 0.0).sum()
         if not any(need):
             continue
-        # d(loss)/d(logits) = softmax - one_hot(label), zero on ignored positions; in place over the logits
-        probs = logits.sub_(lse[:, None]).exp_()
+        # d(loss)/d(logits) = softmax - one_hot(label), zero on ignored positions; in place over the log-probabilities
+        probs = log_probs.exp_()
         probs[torch.arange(probs.size(0), device=probs.device), safe] -= 1.0
         probs *= valid[:, None]
         if need[2]:
