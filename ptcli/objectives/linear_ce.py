@@ -134,17 +134,41 @@ def _chunked(hidden, weight, bias, labels, chunk: int, need: tuple[bool, bool, b
         probs = log_probs.exp_()
         probs[torch.arange(probs.size(0), device=probs.device), safe] -= 1.0
         probs *= valid[:, None]
-        if need[2]:
-            grad_bias += probs.sum(0)
-        probs = probs.to(dtype)
-        if need[0]:
-            torch.mm(probs, w, out=grad_hidden[start:start + chunk])
-        if need[1]:
-            if dtype == torch.float32:
-                grad_weight.addmm_(probs.T, h)
-            else:
-                grad_weight += (probs.T @ h).float()
+        _accumulate(probs, h, w, start, (grad_hidden, grad_weight, grad_bias))
     return total, (grad_hidden, grad_weight, grad_bias)
+
+
+def _accumulate(g, h, w, start: int, grads) -> None:
+    """Add a chunk's share to the gradients, given d(loss)/d(logits) ``g`` (fp32) for its rows ``h`` from ``start``:
+    the hidden states' rows (written), the output layer's weight and bias (accumulated in fp32); None: not needed."""
+    import torch
+
+    grad_hidden, grad_weight, grad_bias = grads
+    if grad_bias is not None:
+        grad_bias += g.sum(0)
+    g = g.to(h.dtype)
+    if grad_hidden is not None:
+        torch.mm(g, w, out=grad_hidden[start:start + g.size(0)])
+    if grad_weight is not None:
+        if h.dtype == torch.float32:
+            grad_weight.addmm_(g.T, h)
+        else:
+            grad_weight += (g.T @ h).float()
+
+
+def _save_grads(ctx, grads, hidden, weight, bias) -> None:
+    """Keep the forward's gradients (None where not needed) for ``_scaled_grads``."""
+    import torch
+
+    ctx.grad_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+    ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
+    ctx.present = tuple(g is not None for g in grads)
+
+
+def _scaled_grads(ctx, grad_total) -> list:
+    """The saved gradients of hidden, weight and bias times the incoming gradient of the loss (a scalar)."""
+    return [(g * grad_total).to(dtype) if present else None
+            for g, present, dtype in zip(ctx.saved_tensors, ctx.present, ctx.grad_dtypes)]
 
 
 @functools.cache
@@ -160,17 +184,12 @@ def _autograd_function():
             need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
             with torch.autocast(hidden.device.type, enabled=False):
                 total, grads = _chunked(hidden, weight, bias, labels, chunk, need)
-            ctx.grad_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
-            ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
-            ctx.present = tuple(g is not None for g in grads)
+            _save_grads(ctx, grads, hidden, weight, bias)
             return total
 
         @staticmethod
         def backward(ctx, grad_total):
-            saved = ctx.saved_tensors
-            out = [(g * grad_total).to(dtype) if present else None
-                   for g, present, dtype in zip(saved, ctx.present, ctx.grad_dtypes)]
-            return out[0], out[1], out[2], None, None
+            return *_scaled_grads(ctx, grad_total), None, None
 
     return LinearCrossEntropy
 
@@ -253,16 +272,7 @@ def _chunked_distill(hidden, weight, bias, labels, teacher, weights, chunk: int,
         g[torch.arange(g.size(0), device=g.device), safe] -= task_weight
         g[:, :cut] += log_ps.exp_().sub_(p_t).mul_(soft_weight / T)
         g *= valid[:, None]
-        if need[2]:
-            grad_bias += g.sum(0)
-        g = g.to(dtype)
-        if need[0]:
-            torch.mm(g, w, out=grad_hidden[start:start + chunk])
-        if need[1]:
-            if dtype == torch.float32:
-                grad_weight.addmm_(g.T, h)
-            else:
-                grad_weight += (g.T @ h).float()
+        _accumulate(g, h, w, start, (grad_hidden, grad_weight, grad_bias))
     task, soft = sums[0], sums[1]
     return (task_weight * task + soft_weight * soft, task, soft), (grad_hidden, grad_weight, grad_bias)
 
@@ -280,17 +290,12 @@ def _distill_function():
             with torch.autocast(hidden.device.type, enabled=False):
                 (total, task, soft), grads = _chunked_distill(hidden, weight, bias, labels, teacher, weights, chunk,
                                                               need)
-            ctx.grad_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
-            ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
-            ctx.present = tuple(g is not None for g in grads)
+            _save_grads(ctx, grads, hidden, weight, bias)
             ctx.mark_non_differentiable(task, soft)
             return total, task, soft
 
         @staticmethod
         def backward(ctx, grad_total, _task, _soft):
-            saved = ctx.saved_tensors
-            out = [(g * grad_total).to(dtype) if present else None
-                   for g, present, dtype in zip(saved, ctx.present, ctx.grad_dtypes)]
-            return out[0], out[1], out[2], None, None, None, None
+            return *_scaled_grads(ctx, grad_total), None, None, None, None
 
     return LinearDistillation
