@@ -54,7 +54,9 @@ def test_usr1_to_a_running_job_checkpoints_requeues_and_completes(slurm, tmp_pat
     """`scancel --signal=USR1` (what `--signal=USR1@120` sends before the time limit): both tasks stop after the
     same step with a checkpoint, rank 0 requeues the job, and the requeued job resumes in slurm-<job id>."""
     out = tmp_path / "outputs"
-    overrides = [*TINY, "train.max_steps=120", "train.save_every=1000", "train.eval_every=1000",
+    # 900 steps: the tiny model runs ~100 steps a second, and 120 could finish before the signal arrived (seen in CI);
+    # below device.compile=auto's 1,000 steps, so the job trains eager as before
+    overrides = [*TINY, "train.max_steps=900", "train.save_every=1000", "train.eval_every=1000",
                  "train.requeue=true", "train.resume=auto", f"run.out_dir={out}"]
     env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                              "MASTER_PORT"} and not k.startswith("SLURM_JOB")}
@@ -81,7 +83,7 @@ def test_usr1_to_a_running_job_checkpoints_requeues_and_completes(slurm, tmp_pat
     assert "SIGUSR1 received: stopped after step" in log and f"requeued Slurm job {job}" in log, log[-4000:]
     assert "resumed from" in log, log[-4000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 120
+    assert summary["steps"] == 900
 
 
 def wait_for_requeue_and_end(job: str, deadline: float) -> str:
