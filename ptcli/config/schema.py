@@ -53,6 +53,9 @@ class DeviceConfig:
     # torch.compile of the model; auto: on for runs of fixed-shape batches planned at 1,000 steps or more, where the
     # measured speed-up repays the compile time (docs/benchmarks.md), if a compiler is there
     compile: Union[bool, Literal["auto"]] = "auto"
+    # swap Hugging Face's written-out activations (GPT-2's gelu_new) for torch's fused kernel of the same function,
+    # in memory only: the saved folder is unchanged (ptcli/models/kernels.py)
+    fused_kernels: bool = True
     threads: Optional[int] = None  # CPU threads for torch; null: torch's default
     timeout_s: int = 1800  # several processes: how long a collective waits for the others before failing
 

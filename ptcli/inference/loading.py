@@ -209,6 +209,10 @@ def load_for_inference(model_cfg, device_cfg, kind: str = "auto", log=print, aut
         log(f"the model is quantized to int8 ({model.ptcli_quantized}, ptcli quantize), which ptcli runs on the CPU "
             f"only: loading it on the CPU in fp32 instead of {placement.device} in {placement.precision}")
         placement = Placement(torch.device("cpu"), "fp32")
+    if device_cfg.get("fused_kernels", True):  # GPT-2's gelu_new as torch's fused kernel (in memory only)
+        from ptcli.models.kernels import fuse_activations
+
+        fuse_activations(model)
     model.to(placement.device).eval()
     tokenizer = processors.tokenizer
     embeddings = input_embeddings(model)

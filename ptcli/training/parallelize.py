@@ -1,6 +1,6 @@
-"""Get a module ready to train, in the one order that works: freeze -> PEFT -> gradient checkpointing -> device ->
-compile -> wrap (DDP, or FSDP2 ``fully_shard`` per transformer block, then the root); frozen helpers placed beside
-it; and a plain, gathered copy of the export model for ``save_pretrained``."""
+"""Get a module ready to train, in the one order that works: fused kernels -> freeze -> PEFT -> gradient
+checkpointing -> device -> compile -> wrap (DDP, or FSDP2 ``fully_shard`` per transformer block, then the root);
+frozen helpers placed beside it; and a plain, gathered copy of the export model for ``save_pretrained``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ def prepare_model(module, cfg, objective, dist, placement, log, compile_model: b
     ``compile_model``: ``compile_decision``'s answer for this run."""
     from ptcli.training import finetune
 
+    if cfg.device.get("fused_kernels", True):  # 0. fused kernels for written-out activations (in memory only)
+        fuse_kernels(module, log)
     if cfg.get("tune") is not None:
         finetune.freeze(module, cfg.tune, log)  # 1. freeze
     if cfg.get("peft") is not None:  # 2. PEFT
@@ -69,11 +71,24 @@ def prepare_model(module, cfg, objective, dist, placement, log, compile_model: b
     return module, wrap(module, dist, placement)  # 5. wrap: DDP, or FSDP sharding in place (new parameters)
 
 
-def place_helpers(helpers: dict, dist, placement) -> dict:
+def fuse_kernels(module, log=None) -> int:
+    """``device.fused_kernels``: torch's fused tanh GELU for Hugging Face's written-out forms, logged once."""
+    from ptcli.models.kernels import fuse_activations
+
+    swapped = fuse_activations(module)
+    if swapped and log is not None:
+        log(f"fused kernels: {swapped} tanh-GELU activations run as torch's fused kernel (device.fused_kernels)")
+    return swapped
+
+
+def place_helpers(helpers: dict, dist, placement, fused: bool = True) -> dict:
     """Frozen helper models: no gradients, eval mode, on the model's device in the run's precision; sharded like the
-    model under FSDP (gathered in forward), replicated otherwise. They are never checkpointed."""
+    model under FSDP (gathered in forward), replicated otherwise. They are never checkpointed. ``fused``:
+    ``device.fused_kernels``."""
     placed = {}
     for name, helper in helpers.items():
+        if fused:
+            fuse_kernels(helper)
         helper.requires_grad_(False)
         helper.eval()
         helper.to(placement.device, dtype=placement.autocast_dtype or None)

@@ -25,7 +25,7 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
     if why:
         log.info(why)
     module, model = prepare_model(setup.model, cfg, objective, dist, placement, log.info, compile_model)
-    objective.helpers = place_helpers(setup.helpers, dist, placement)
+    objective.helpers = place_helpers(setup.helpers, dist, placement, cfg.device.get("fused_kernels", True))
     n_params = sum(p.numel() for p in module.parameters())
     n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     log.info(f"model: {describe(module)}, {n_params / 1e6:.2f}M parameters"

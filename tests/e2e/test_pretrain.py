@@ -242,3 +242,22 @@ def test_compile_trains_like_eager_and_auto_says_why_it_stays_off(tmp_path):
     assert sorted(got) == [1, 2, 3]
     for step in (1, 2, 3):
         assert got[step] == pytest.approx(want[step], rel=1e-4), step
+
+
+def test_fused_kernels_train_like_the_written_out_gelu_and_save_the_same_folder(tmp_path):
+    """device.fused_kernels (on by default) runs GPT-2's gelu_new as torch's fused kernel: the losses of the
+    written-out form to fp32 rounding, and the saved model still names gelu_new."""
+    base = [*TINY, "device=cpu", "device.threads=1", "train.max_steps=3", "train.log_every=1", "train.eval_every=3"]
+    fused = run_cli("pretrain", *base, "run.out_dir=fused", cwd=tmp_path)
+    assert fused.returncode == 0, fused.stderr
+    assert "fused kernels: 2 tanh-GELU activations run as torch's fused kernel" in fused.stderr  # 2 blocks
+    plain = run_cli("pretrain", *base, "device.fused_kernels=false", "run.out_dir=plain", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "fused kernels" not in plain.stderr
+    want = losses_by_step(tmp_path / "plain" / "pretrain" / "latest")
+    got = losses_by_step(tmp_path / "fused" / "pretrain" / "latest")
+    assert sorted(got) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert got[step] == pytest.approx(want[step], rel=1e-5), step
+    config = json.loads((tmp_path / "fused" / "pretrain" / "latest" / "model" / "config.json").read_text())
+    assert config["activation_function"] == "gelu_new"
