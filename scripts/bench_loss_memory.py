@@ -7,6 +7,7 @@ alternate (plain, chunked, chunked, plain, ...) so that a busy spell of the mach
 Run (SmolLM2-135M, vocabulary 49,152; scripts/smollm2_folder.py writes the folder):
     .venv/bin/python scripts/bench_loss_memory.py --model /tmp/smollm2 --text ../shared/data/wikitext2/validation.txt \
         --seq-len 1024 --batch 4 --steps 4 --rounds 2 [--extra train.gradient_checkpointing=true]
+    (LoRA fine-tuning: --extra +peft=lora [train.gradient_checkpointing=true]; docs/benchmarks.md has the numbers)
 """
 
 from __future__ import annotations

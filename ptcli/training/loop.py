@@ -88,6 +88,9 @@ def train(parts: Parts, cfg, state: LoopState) -> LoopState:
         step_count = torch.zeros((), device=device)
         step_units, terms = 0, {}
         micro_batches = parts.batches.next_step()
+        # One micro-batch in one process: its own count is the step's, so backward takes the mean at once and the
+        # gradients need no scaling pass (one multiply per parameter tensor saved, about 1% of a MiniLM step)
+        mean_now = len(micro_batches) == 1 and dist.world == 1 and parts.privacy is None
         for i, (batch, units) in enumerate(micro_batches):
             step_units += units
             batch = to_device(batch, device)
@@ -96,7 +99,8 @@ def train(parts: Parts, cfg, state: LoopState) -> LoopState:
             with contextlib.nullcontext() if last else no_sync(model, dist):
                 with parts.placement.autocast():
                     out = objective.loss(model, batch)
-                parts.scaler.scale(out.sum).backward()
+                loss = out.sum / torch.as_tensor(out.count).clamp(min=1) if mean_now else out.sum
+                parts.scaler.scale(loss).backward()
             if parts.privacy is not None and not last:  # DP-SGD: clip this micro-batch's examples, free them
                 parts.privacy.accumulate(parts.optimizer)
             step_sum += out.sum.detach().float()
@@ -106,9 +110,10 @@ def train(parts: Parts, cfg, state: LoopState) -> LoopState:
                 terms[name] = (total + term_sum.detach().float(), count + term_count)
         # Token-weighted mean over micro-steps and processes: DDP averaged the gradients over processes,
         # so multiply by world / global count (all-reduce is a collective, not a host sync).
-        global_count = dist.reduce_sum(step_count.clone()).clamp(min=1)
         parts.scaler.unscale_(parts.optimizer)
-        torch._foreach_mul_([p.grad for p in params if p.grad is not None], dist.world / global_count)
+        if not mean_now:
+            global_count = dist.reduce_sum(step_count.clone()).clamp(min=1)
+            torch._foreach_mul_([p.grad for p in params if p.grad is not None], dist.world / global_count)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()

@@ -101,6 +101,33 @@ def test_the_output_layer_is_found_through_peft_and_refused_where_it_does_not_ap
     assert linear_ce.output_layer(capped) is None
 
 
+def test_lora_with_gradient_checkpointing_gets_the_same_loss_and_adapter_gradients_through_the_chunked_path():
+    """The memory benchmark's setting (+peft=lora, train.gradient_checkpointing=true): the chunked path applies under
+    PEFT and recomputation, and the adapters' gradients equal the plain loss's."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    base = _gpt2(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # training mode below: no dropout to differ
+    model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["c_attn"], task_type="CAUSAL_LM",
+                                                      init_lora_weights=False))  # B != 0: every gradient flows
+    model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()  # Hugging Face checkpoints only in training mode
+    assert base.transformer.gradient_checkpointing
+    ids = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(3))
+    labels = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n, _ in trained)
+    plain = linear_ce.causal_lm_loss(model, labels, chunked=False, input_ids=ids)
+    plain.sum.backward()
+    expected = {n: p.grad.clone() for n, p in trained}
+    model.zero_grad()
+    chunked = linear_ce.causal_lm_loss(model, labels, input_ids=ids)
+    chunked.sum.backward()
+    assert linear_ce._DECIDED[model] is True  # the chunked path ran, not the fallback
+    assert chunked.sum.item() == pytest.approx(plain.sum.item(), rel=1e-6)
+    for name, p in trained:
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_perplexity_windows_score_the_same_tokens_through_the_chunked_loss():
     from ptcli.objectives.perplexity import scored_nll
 

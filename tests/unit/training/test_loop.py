@@ -64,29 +64,31 @@ def optimizer_and_schedule(model):
     return opt, sched
 
 
-def loop_parts(model, log, checkpoints, keep: int = 1) -> Parts:
+def loop_parts(model, log, checkpoints, keep: int = 1, grad_accum: int = ACCUM) -> Parts:
     """The loop's parts for ``model`` as a causal LM on ``blocks()``: AdamW, cosine, fp32 on the CPU, one process."""
     objective = CausalLM(chunked_loss=False)  # the bare loops compare with the plain loss, bit for bit
     opt, sched = optimizer_and_schedule(model)
     return Parts(model=model, objective=objective,
                  batches=TrainBatches(Blocks(blocks()), objective.collate, objective.units, BATCH, seed=3,
-                                      grad_accum=ACCUM),
+                                      grad_accum=grad_accum),
                  optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler("cpu", enabled=False),
                  placement=Placement(torch.device("cpu"), "fp32"), dist=Dist(),
                  checkpoints=CheckpointManager(checkpoints, keep), log=log, total_steps=STEPS,
                  units_per_step=BATCH * SEQ)
 
 
-def test_the_loop_equals_a_bare_pytorch_loop_bitwise(tmp_path):
-    """Summed loss backward per micro-batch, gradients scaled by 1/tokens, clipped, AdamW, cosine schedule."""
+@pytest.mark.parametrize("grad_accum", [ACCUM, 1])
+def test_the_loop_equals_a_bare_pytorch_loop_bitwise(tmp_path, grad_accum):
+    """Summed loss backward per micro-batch, gradients scaled by 1/tokens, clipped, AdamW, cosine schedule; with
+    one micro-batch (in one process) the backward takes the mean at once and nothing scales the gradients."""
     model = tiny_model()
     bare = copy.deepcopy(model)
     log = QuietLog()
-    state = train(loop_parts(model, log, tmp_path), loop_cfg(), LoopState())
+    state = train(loop_parts(model, log, tmp_path, grad_accum=grad_accum), loop_cfg(), LoopState())
     assert state.step == STEPS and state.tokens == STEPS * BATCH * SEQ
 
     bare_opt, bare_sched = optimizer_and_schedule(bare)
-    order, data = StepOrder(range(40), BATCH, seed=3, grad_accum=ACCUM), blocks()
+    order, data = StepOrder(range(40), BATCH, seed=3, grad_accum=grad_accum), blocks()
     params = [p for p in bare.parameters() if p.requires_grad]
     bare.train()
     losses = []
@@ -98,9 +100,11 @@ def test_the_loop_equals_a_bare_pytorch_loop_bitwise(tmp_path):
             labels = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
             loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB).float(), labels.reshape(-1),
                                                          ignore_index=-100, reduction="sum")
-            loss_sum.backward()
-            total, count = total + loss_sum.detach(), count + (labels != -100).sum()
-        torch._foreach_mul_([p.grad for p in params], 1 / count.clamp(min=1))
+            tokens = (labels != -100).sum()
+            (loss_sum / tokens.clamp(min=1) if grad_accum == 1 else loss_sum).backward()
+            total, count = total + loss_sum.detach(), count + tokens
+        if grad_accum > 1:
+            torch._foreach_mul_([p.grad for p in params], 1 / count.clamp(min=1))
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         bare_opt.step()
         bare_sched.step()
