@@ -14,7 +14,7 @@ ptcli's order: the ceiling), and `ptcli finetune`. Training seconds exclude load
 (Trainer: train_runtime; ptcli: the last train record's elapsed time).
 
 Run: .venv/bin/python scripts/bench_finetune.py [--steps 30] [--threads 2] [--device cpu]
-     .venv/bin/python scripts/bench_finetune.py --recipe sst2 [--rows 3800] [--rounds 2] [--threads 2]
+     .venv/bin/python scripts/bench_finetune.py --recipe sst2 [--rows 3800] [--rounds 2] [--threads 2] [--grouped]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 BATCH, SEQ = 32, 64
+GROUPED = False  # --grouped: every arm draws steps of alike-length rows
 WORDS = ["good", "bad", "movie", "film", "plot", "actor", "scene", "story", "great", "dull", "the", "a"]
 
 
@@ -149,7 +150,8 @@ def arm_trainer(train: Path, held: Path, out: Path) -> dict:
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=BATCH, num_train_epochs=1,
                              learning_rate=LR, weight_decay=WEIGHT_DECAY, lr_scheduler_type="linear",
                              warmup_steps=WARMUP, max_grad_norm=1.0, eval_strategy="no", save_strategy="no",
-                             logging_steps=20, report_to="none", disable_tqdm=True, use_cpu=True, seed=0)
+                             logging_steps=20, report_to="none", disable_tqdm=True, use_cpu=True, seed=0,
+                             **({"train_sampling_strategy": "group_by_length"} if GROUPED else {}))
     result = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
     return {"train_seconds": result.metrics["train_runtime"], "accuracy": held_out_accuracy(model, tok, held)}
 
@@ -164,7 +166,8 @@ def arm_bare(train: Path, held: Path, out: Path) -> dict:
     # ptcli's batches exactly (its seeded order, full batches of 32 into the next epoch's order at the end), so that
     # both do the same work: another order pads by up to 2.5% more or less (SST-2's 3,800 rows: 150,752-158,784
     # padded tokens over 200 random orders)
-    order = StepOrder(range(len(rows)), BATCH, seed=0)
+    order = StepOrder(range(len(rows)), BATCH, seed=0,
+                      lengths=[len(r["input_ids"]) for r in rows] if GROUPED else None)
     steps = -(-len(rows) // BATCH)
     loader = torch.utils.data.DataLoader(rows, batch_sampler=[order.micro_batches(i * BATCH)[0] for i in range(steps)],
                                          collate_fn=collator)
@@ -193,7 +196,7 @@ def arm_ptcli(train: Path, held: Path, out: Path, threads: int) -> dict:
             f"optim.lr={LR}", f"optim.weight_decay={WEIGHT_DECAY}", "scheduler.name=linear",
             f"scheduler.warmup_ratio={WARMUP}", "train.eval_every=1000000", "train.save_every=1000000",
             "train.eval_batches=null", "train.export=last", "device=cpu", f"device.threads={threads}",
-            f"run.out_dir={out}"]
+            f"run.out_dir={out}", *(["train.group_by_length=true"] if GROUPED else [])]
     proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PTCLI_CACHE_DIR": str(out)})
     if proc.returncode:
         sys.exit(f"ptcli failed:\n{proc.stderr}")
@@ -214,7 +217,7 @@ def recipe(args) -> None:
             for arm in names[r % 3:] + names[:r % 3]:  # each arm first, second and third in turn
                 out = Path(tmp, f"{arm}-{r}")
                 cmd = [sys.executable, __file__, "--arm", arm, "--threads", str(args.threads), "--train", str(train),
-                       "--held", str(held), "--out", str(out)]
+                       "--held", str(held), "--out", str(out), *(["--grouped"] if args.grouped else [])]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
                     sys.exit(f"{arm} failed:\n{proc.stderr[-3000:]}")
@@ -226,7 +229,8 @@ def recipe(args) -> None:
     per_round = [(results["trainer"][r]["train_seconds"] / results["ptcli"][r]["train_seconds"],
                   results["bare"][r]["train_seconds"] / results["ptcli"][r]["train_seconds"])
                  for r in range(args.rounds)]
-    print(f"SST-2 recipe, {args.rows} rows, 1 epoch, batch {BATCH}, {args.threads} threads, {args.rounds} rounds")
+    print(f"SST-2 recipe, {args.rows} rows, 1 epoch, batch {BATCH}, {args.threads} threads, {args.rounds} rounds"
+          + (", grouped by length" if args.grouped else ""))
     for arm in results:
         print(f"{arm:7s} median {med[arm]:.1f} s")
     print("speed ptcli / Trainer per round: " + ", ".join(f"{a:.3f}" for a, _ in per_round))
@@ -246,11 +250,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3800)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sst2", default=str(SHARED / "data" / "sst2" / "train.tsv"))
+    parser.add_argument("--grouped", action="store_true",
+                        help="steps of alike-length rows: ptcli's train.group_by_length, the Trainer's group_by_length "
+                             "sampling, the bare loop in ptcli's grouped order")
     parser.add_argument("--arm", choices=["trainer", "bare", "ptcli"], help=argparse.SUPPRESS)
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--held", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global GROUPED
+    GROUPED = args.grouped
     import torch
 
     if args.recipe:

@@ -97,4 +97,7 @@ def privacy_problems(cfg: dict, objective_cls) -> list[str]:
                         "gradient without clipping it, and that is not private")
     if (cfg.get("distill") or {}).get("teacher"):
         problems.append("+privacy=dp with distill.teacher is not supported: train one of them first")
+    if train.get("group_by_length"):
+        problems.append("+privacy=dp with train.group_by_length=true is not supported: DP-SGD's accounting needs "
+                        "every example drawn independently (Poisson batches); set train.group_by_length=false")
     return problems

@@ -29,22 +29,48 @@ def row_seed(seed: int, index: int, sequence: int = 0) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
+GROUP_STEPS = 50  # train.group_by_length sorts runs of this many steps' examples (the HF Trainer's megabatches)
+
+
 class StepOrder:
     """Global batches of ``global_batch`` examples per optimizer step, in a fresh seeded permutation every epoch.
     Each process takes its contiguous share of the global batch and splits it into ``grad_accum`` micro-batches, so
     one process with accumulation and N processes see the same global batch."""
 
-    def __init__(self, indices, global_batch: int, seed: int, rank: int = 0, world: int = 1, grad_accum: int = 1):
+    def __init__(self, indices, global_batch: int, seed: int, rank: int = 0, world: int = 1, grad_accum: int = 1,
+                 lengths=None):
         self.indices = np.asarray(indices)
         self.global_batch, self.seed, self.grad_accum = global_batch, seed, grad_accum
         self.rank, self.world = rank, world
+        # train.group_by_length: each example's length (aligned with indices), so that a step's examples are alike
+        self.lengths = None if lengths is None else np.asarray(lengths)
         self._perm_epoch, self._perm = -1, None
 
     def _permutation(self, epoch: int):
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
+            if self.lengths is not None:
+                self._perm = self._grouped(self._perm, epoch)
             self._perm_epoch = epoch
         return self._perm
+
+    def _grouped(self, perm, epoch: int):
+        """``perm`` with alike lengths in each step (``train.group_by_length``; the idea of the HF Trainer's
+        LengthGroupedSampler): runs of ``GROUP_STEPS`` steps' worth of the shuffled order are sorted by length, cut
+        into steps, and those steps shuffled, so every step pads little and the steps stay in a random order.
+        The cuts follow the step grid, which moves from epoch to epoch when the data does not divide into steps:
+        the first positions of an epoch complete the previous epoch's last step and are left as they are."""
+        n, size = len(perm), self.global_batch
+        head = (-epoch * n) % size  # positions before the first step that starts in this epoch
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        pieces = [perm[:head]]
+        for start in range(head, n, size * GROUP_STEPS):
+            run = perm[start:start + size * GROUP_STEPS]
+            run = run[np.argsort(-self.lengths[run], kind="stable")]
+            steps = [run[i:i + size] for i in range(0, len(run), size)]
+            whole = [steps[i] for i in rng.permutation(len(steps) - (len(steps[-1]) < size))]
+            pieces += whole + steps[len(whole):]  # a part step (the epoch's last) stays last
+        return np.concatenate(pieces)
 
     def micro_batches(self, position: int) -> list[list[int]]:
         """The example indices of this process's micro-batches in the step that starts at ``position``."""
@@ -148,11 +174,13 @@ class TrainBatches:
 
     def __init__(self, data, collate: Callable, units: Callable, global_batch: int, seed: int, rank: int = 0,
                  world: int = 1, grad_accum: int = 1, workers: int = 0, pin: bool = False, indices=None,
-                 poisson: bool = False):
+                 poisson: bool = False, lengths=None):
         self.data = data
         rows = range(len(data)) if indices is None else indices
+        if lengths is not None and indices is not None:
+            lengths = np.asarray(lengths)[np.asarray(indices)]
         self.order = PoissonOrder(rows, global_batch, seed, grad_accum) if poisson else \
-            StepOrder(rows, global_batch, seed, rank, world, grad_accum)
+            StepOrder(rows, global_batch, seed, rank, world, grad_accum, lengths)
         self.dataset = Collated(data, collate, units, seed, rank)
         self.global_batch, self.grad_accum, self.workers, self.pin = global_batch, grad_accum, workers, pin
         self.position = 0

@@ -147,6 +147,12 @@ class Objective:
         masks); objectives that augment their training data leave augmentation out here."""
         return self.collate(examples, generator)
 
+    def example_length(self, example) -> int | None:
+        """One training example's length along the dimension batches pad (``train.group_by_length``); None where
+        examples have none to group by (packed blocks, images, audio)."""
+        ids = example.get("input_ids") if isinstance(example, dict) else None
+        return len(ids) if isinstance(ids, (list, tuple)) else None
+
     def units(self, batch: dict) -> int:
         """How much of the objective's ``unit`` a batch holds (CPU tensors): unpadded tokens by default."""
         mask = batch.get("attention_mask")

@@ -71,6 +71,10 @@ class Seq2Seq(LabelledObjective):
             j += 1
         return out
 
+    def example_length(self, example) -> int | None:
+        """Source and target tokens: a batch pads both (the encoder's inputs and the decoder's)."""
+        return len(example["input_ids"]) + len(example["labels"])
+
     def collate(self, examples, generator=None) -> dict:
         pad = self.tokenizer.pad_token_id or 0
         return {"input_ids": self.pad([e["input_ids"] for e in examples], pad),

@@ -50,7 +50,9 @@ def assemble(cfg, objective, setup, ctx, placement, log, run_dir: Path) -> tuple
     workers = cfg.train.workers if cfg.train.workers is not None else (2 if placement.device.type == "cuda" else 0)
     batches = TrainBatches(data.train, objective.collate, objective.units, cfg.train.batch_size, cfg.train.seed,
                            dist.rank, dist.world, cfg.train.grad_accum, workers, placement.device.type == "cuda",
-                           poisson=privacy is not None)
+                           poisson=privacy is not None,
+                           lengths=train_lengths(data.train, objective, cfg.train.batch_size, cfg.train.seed, log.info)
+                           if cfg.train.get("group_by_length") else None)
     checkpoints = checkpoint.CheckpointManager(run_dir, cfg.train.keep_last)
     state = LoopState()
     found = resume_point(cfg.train.resume, run_dir, checkpoints, dist, log.info)
@@ -216,3 +218,31 @@ def write_summary(run_dir: Path, cfg, objective, state, data, n_params: int, wal
     summary |= extras or {}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def train_lengths(data, objective, global_batch: int, seed: int, info):
+    """Each training example's length for ``train.group_by_length``, or None (said in the log) where grouping has
+    nothing to do; logs how many padded tokens the first epoch's steps hold with grouping and without."""
+    import numpy as np
+
+    from ptcli.data.loader import StepOrder
+
+    if not hasattr(data, "__getitem__"):
+        info("train.group_by_length: no effect, the training examples are packed blocks of one length")
+        return None
+    lengths = [objective.example_length(data[i]) for i in range(len(data))]
+    if not lengths or any(n is None for n in lengths):
+        info(f"train.group_by_length: no effect, {type(objective).__name__}'s examples have no token length")
+        return None
+    lengths = np.asarray(lengths)
+
+    def padded(order: StepOrder) -> tuple[int, int]:  # (padded, real) tokens of the epoch's whole steps
+        steps = [order.micro_batches(p)[0] for p in range(0, len(lengths) - global_batch + 1, global_batch)]
+        return int(sum(lengths[s].max() * len(s) for s in steps)), int(sum(lengths[s].sum() for s in steps))
+
+    plain, real = padded(StepOrder(range(len(lengths)), global_batch, seed))
+    grouped, _ = padded(StepOrder(range(len(lengths)), global_batch, seed, lengths=lengths))
+    info(f"train.group_by_length: the first epoch's steps pad to {grouped:,} tokens instead of {plain:,} "
+         f"({grouped / max(plain, 1) - 1:+.0%}; their examples hold {real:,})")
+    return lengths
+

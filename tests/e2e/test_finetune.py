@@ -123,6 +123,38 @@ def test_resume_continues_exactly(tmp_path, sentiment):
     assert all(abs(losses(second)[s] - losses(first)[s]) < 1e-6 for s in (4, 5, 6))
 
 
+def test_group_by_length_pads_less_and_resumes_exactly(tmp_path):
+    """train.group_by_length: the log says how much padding the first epoch's steps save, and a resumed run draws
+    the same grouped steps as the uninterrupted one."""
+    import re
+
+    rng = random.Random(1)  # rows of 4 to 16 words
+    rows = [(f"{'really ' * rng.randrange(13)}{text}", label) for text, label in sentiment_rows(120)]
+    (tmp_path / "varied.csv").write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    args = [*TINY, "dataset.files=[varied.csv]", "train.group_by_length=true", "train.max_steps=6",
+            "train.batch_size=8", "train.eval_every=6", "train.save_every=3", "train.keep_last=5", "optim.lr=1e-3"]
+    proc = run_cli("finetune", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"train.group_by_length: the first epoch's steps pad to ([\d,]+) tokens instead of ([\d,]+)",
+                      proc.stderr)
+    assert found, proc.stderr
+    grouped, plain = (int(x.replace(",", "")) for x in found.groups())
+    assert grouped < plain
+    first = latest(tmp_path)
+    proc = run_cli("finetune", *args, f"train.resume={first / 'checkpoints' / 'step-00000003'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+    def losses(run):
+        return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if r["kind"] == "train"}
+
+    resumed = losses(latest(tmp_path))
+    assert sorted(resumed) == [4, 5, 6]
+    assert all(abs(resumed[s] - losses(first)[s]) < 1e-6 for s in (4, 5, 6))
+    refused = run_cli("finetune", *args, "+privacy=dp", "privacy.epsilon=8", cwd=tmp_path)
+    assert refused.returncode == 2 and "train.group_by_length" in refused.stderr, refused.stderr
+
+
 def test_head_only_freezes_the_encoder_and_layer_decay_runs(tmp_path, sentiment):
     from safetensors.torch import load_file
 

@@ -96,3 +96,45 @@ def test_eval_batches_are_fixed_and_sharded():
     first = [b["noise"] for b in eval_batches(val, noisy, count, 3, None, seed=4)]
     again = [b["noise"] for b in eval_batches(val, noisy, count, 3, None, seed=4)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def _padded(lengths, steps):
+    return int(sum(lengths[s].max() * len(s) for s in steps))
+
+
+def test_group_by_length_pads_far_less_and_keeps_every_example_once_per_epoch():
+    from ptcli.data.loader import StepOrder
+
+    n, batch = 1_003, 16  # does not divide into steps: each epoch's step grid starts at a different offset
+    lengths = np.random.default_rng(5).integers(3, 120, size=n)
+    grouped = StepOrder(range(n), batch, seed=0, lengths=lengths)
+    plain_order = StepOrder(range(n), batch, seed=0)
+    for epoch in range(3):  # whole steps inside the epoch, on the global step grid
+        first = -(-epoch * n // batch) * batch
+        starts = range(first, (epoch + 1) * n - batch + 1, batch)
+        steps = [grouped.micro_batches(p)[0] for p in starts]
+        assert _padded(lengths, steps) < 0.6 * _padded(lengths, [plain_order.micro_batches(p)[0] for p in starts])
+        within = [grouped._permutation(epoch)[k % n] for k in range(epoch * n, (epoch + 1) * n)]
+        assert sorted(within) == list(range(n))  # a permutation: every example once per epoch
+    # the steps come in a random order, not longest first, and differ from epoch to epoch
+    maxima = [lengths[grouped.micro_batches(p)[0]].max() for p in range(0, 50 * batch, batch)]
+    assert maxima != sorted(maxima, reverse=True) and maxima != sorted(maxima)
+    assert grouped.micro_batches(0) != grouped.micro_batches(n + (-n % batch))
+
+
+def test_group_by_length_resumes_exactly_and_shards_one_global_batch():
+    lengths = np.random.default_rng(6).integers(1, 50, size=40)
+
+    def rows_of(loader, k):
+        return [rows([loader.next_step()]) for _ in range(k)]
+
+    whole = rows_of(batches(8, seed=3, lengths=lengths), 12)  # 2.4 epochs
+    first = batches(8, seed=3, lengths=lengths)
+    rows_of(first, 7)
+    resumed = batches(8, seed=3, lengths=lengths)
+    resumed.load_state_dict(first.state_dict())
+    assert rows_of(resumed, 5) == whole[7:]
+    shards = [batches(8, seed=3, lengths=lengths, rank=r, world=2) for r in range(2)]
+    together = [sorted(rows([a.next_step()]) + rows([b.next_step()])) for a, b in [shards] * 12]
+    assert together == whole
+    assert whole != rows_of(batches(8, seed=3), 12)  # grouping changed the order
