@@ -1,7 +1,8 @@
 """How close is `ptcli models recommend`'s training-memory estimate to a real run? (issue #18 item 9)
 
 For every shipped model config (or the ones named), a fresh process builds the model from the config, records its
-RSS, trains a few steps with AdamW on random data of the task's shape, and reports its peak RSS minus that baseline
+RSS, trains a few steps with AdamW on random data of the task's shape (causal LMs as ptcli trains them: fused
+activations and the chunked loss), and reports its peak RSS minus that baseline
 (the process's own imports and data excluded). The estimate (ptcli.models.memory) comes from the config alone.
     python scripts/check_memory_estimates.py                       # every shipped config, a table on stdout
     python scripts/check_memory_estimates.py bert-tiny gpt2-tiny --batch 8 --seq 64 --json out.json
@@ -23,7 +24,7 @@ def measure(name: str, task: str, batch: int, seq: int, strategy: str, steps: in
     import psutil
     import torch
 
-    from ptcli.models.memory import build_for_task, trainable_after
+    from ptcli.models.memory import CHUNKED_TASKS, build_for_task, trainable_after
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -35,9 +36,19 @@ def measure(name: str, task: str, batch: int, seq: int, strategy: str, steps: in
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
+    if task in CHUNKED_TASKS:  # as ptcli trains a causal LM: fused activations, the chunked loss
+        from ptcli.models.kernels import fuse_activations
+        from ptcli.objectives.linear_ce import causal_lm_loss
+
+        fuse_activations(model)
+        ids = inputs["input_ids"]
+        labels = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100)
     for _ in range(steps):
-        out = model(**inputs)
-        out.loss.backward()
+        if task in CHUNKED_TASKS:
+            out = causal_lm_loss(model, labels, input_ids=ids)
+            (out.sum / out.count).backward()
+        else:
+            model(**inputs).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -7,9 +7,12 @@ parameter; FSDP divides weights, gradients and moments by the number of processe
 micro-batch keeps for backward. Activations per layer and token follow Korthikanti et al. (2022)'s count of what
 a transformer block saves (9h + 2i values for the hidden size h and MLP width i, plus 2.5 x heads x seq for the
 attention scores), doubled on the h and i terms as measured on CPU in fp32 (dropout masks, GELU inputs and the
-allocator's slack; 1.5x without dropout; 3i more for GPT-2's tanh GELU), plus the logits of an LM head (3 copies
-of batch x seq x vocab), a speech model's convolutional feature encoder and 20 MiB of runtime. A frozen base
-(linear probe) keeps no activations for backward; inference keeps one layer's worth.
+allocator's slack; 1.5x without dropout; 3i more for GPT-2's tanh GELU written out, which ptcli runs as torch's
+fused kernel unless ``device.fused_kernels=false``), plus the logits of an LM head (3 copies of batch x seq x vocab;
+for causal LMs, whose loss ptcli computes a chunk of positions at a time unless FSDP shards the output layer, 2
+copies of one chunk of at most 128 MiB: ``linear_ce.chunk_rows``), a speech model's convolutional feature encoder
+and 20 MiB of runtime. A frozen base (linear probe) keeps no activations for backward; inference keeps one layer's
+worth.
 ``scripts/check_memory_estimates.py`` compares the estimate with the peak RSS of real short runs for every shipped
 config (docs/benchmarks.md).
 """
@@ -37,6 +40,9 @@ TASKS = {
 DEFAULT_TASK = {"encoder": "classification", "decoder": "clm", "encoder-decoder": "seq2seq",
                 "vision": "image_classification", "audio": "audio_classification"}
 LM_TASKS = {"clm", "sft", "mlm", "seq2seq"}
+CHUNKED_TASKS = {"clm", "sft"}  # causal_lm_loss: the chunked linear cross-entropy
+WRITTEN_OUT_GELUS = ("gelu_new", "gelu_fast", "gelu_accurate", "gelu_python_tanh")  # models/kernels.py fuses them
+CHUNK_LOGIT_BYTES = 128 * 2**20  # the most fp32 logits one chunk holds (linear_ce.chunk_rows' budget)
 # Shipped configs that name a Hub checkpoint: their family's default sizes are that checkpoint's (offline).
 HUB_DEFAULTS = {"bert-base-uncased": "bert", "gpt2": "gpt2"}
 AUDIO_SECONDS = 1.0  # the input length assumed for audio models
@@ -187,10 +193,11 @@ def estimate(name: str, task: str, batch: int = 16, seq: int = 128, strategy: st
     shard = processes if fsdp else 1
     weights = total_params * width / shard
     state = trained * 12 / shard  # fp32 gradients and AdamW's two moments
-    acts = activation_bytes(config, task, batch, seq)
+    acts = activation_bytes(config, task, batch, seq, chunked_loss=not fsdp)
     if strategy == "probe":
         acts = acts / max(1, layer_count(config))  # a frozen base saves nothing for backward
-    infer = total_params * width + activation_bytes(config, task, batch, seq) / max(1, layer_count(config))
+    infer = total_params * width + activation_bytes(config, task, batch, seq, chunked_loss=False) / max(
+        1, layer_count(config))
     return {"model": name, "task": task, "strategy": strategy, "parameters": params, "trained_parameters": trained,
             "weights_bytes": int(weights), "state_bytes": int(state), "activation_bytes": int(acts),
             "train_bytes": int(weights + state + acts), "inference_bytes": int(infer), "family": family_shape(config),
@@ -206,8 +213,11 @@ def layer_count(config) -> int:
     return getattr(config, "encoder_layers", 1) + getattr(config, "decoder_layers", 0)
 
 
-def activation_bytes(config, task: str, batch: int, seq: int) -> float:
-    """What one micro-batch keeps for backward (fp32; bf16 autocast keeps about as much on CPU)."""
+def activation_bytes(config, task: str, batch: int, seq: int, chunked_loss: bool = True,
+                     fused_kernels: bool = True) -> float:
+    """What one micro-batch keeps for backward (fp32; bf16 autocast keeps about as much on CPU). ``chunked_loss``:
+    a causal LM's loss runs a chunk of positions at a time (ptcli's default, ``objective.chunked_loss``);
+    ``fused_kernels``: GPT-2's written-out GELU runs as torch's fused kernel (``device.fused_kernels``)."""
     get = lambda *keys: next((getattr(config, k) for k in keys if getattr(config, k, None)), None)  # noqa: E731
     h = get("hidden_size", "n_embd", "d_model")
     i = get("intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim") or 4 * h
@@ -227,8 +237,8 @@ def activation_bytes(config, task: str, batch: int, seq: int) -> float:
     dropout = max((getattr(config, k, 0) or 0) for k in ("hidden_dropout_prob", "resid_pdrop", "dropout_rate",
                                                          "dropout", "hidden_dropout"))
     per_token = (2 if dropout > 0 else 1.5) * (9 * h + 2 * i) + 2.5 * heads * seq  # dropout keeps its masks
-    if getattr(config, "activation_function", None) in ("gelu_new", "gelu_pytorch_tanh"):
-        per_token += 3 * i  # the tanh approximation keeps its intermediate terms
+    if not fused_kernels and getattr(config, "activation_function", None) in WRITTEN_OUT_GELUS:
+        per_token += 3 * i  # the tanh approximation written out keeps its intermediate terms
     if shape == "encoder-decoder":
         enc = get("num_layers", "encoder_layers")
         dec = get("num_decoder_layers", "decoder_layers") or enc
@@ -241,5 +251,7 @@ def activation_bytes(config, task: str, batch: int, seq: int) -> float:
     if shape == "audio":
         body += batch * conv
     logits = 3 * logits_tokens * (getattr(config, "vocab_size", 0) or 0)
+    if chunked_loss and task in CHUNKED_TASKS:
+        logits = min(logits, 2 * CHUNK_LOGIT_BYTES / 4)  # one chunk's fp32 logits and their gradient
     embeddings = 2 * batch * seq * h  # the embedding output and its norm
     return 4 * (body + logits + embeddings) + RUNTIME_BYTES

@@ -74,6 +74,30 @@ def test_the_meta_device_estimate_counts_parameters_exactly_and_divides_under_fs
     assert longer["activation_bytes"] > 1.9 * (full["activation_bytes"] - 20 * 2**20)
 
 
+def test_a_causal_lm_estimate_counts_one_chunk_of_logits_and_the_fused_gelu():
+    """ptcli trains causal LMs with the chunked loss (full logits only under FSDP) and GPT-2's GELU fused: the
+    estimate follows what runs, and the checked-in chunk budget is the loss's own."""
+    pytest.importorskip("transformers")
+    from ptcli.models import memory
+    from ptcli.objectives import linear_ce
+
+    config = memory._prepared(memory.hf_config("gpt2"), "clm")
+    batch, seq, vocab = 4, 1024, config.vocab_size
+    chunked = memory.activation_bytes(config, "clm", batch, seq)
+    plain = memory.activation_bytes(config, "clm", batch, seq, chunked_loss=False)
+    full_logits = 4 * 3 * batch * seq * vocab
+    assert plain - chunked == pytest.approx(full_logits - 2 * memory.CHUNK_LOGIT_BYTES)
+    assert 4 * linear_ce.chunk_rows(batch * seq, vocab) * vocab <= memory.CHUNK_LOGIT_BYTES  # one chunk fits
+    assert memory.activation_bytes(config, "mlm", batch, seq) == memory.activation_bytes(
+        config, "mlm", batch, seq, chunked_loss=False)  # only causal LMs chunk
+    written = memory.activation_bytes(config, "clm", batch, seq, fused_kernels=False)
+    width = config.n_inner or 4 * config.n_embd
+    assert written - chunked == pytest.approx(4 * 3 * width * batch * seq * config.n_layer)
+    sharded = memory.estimate("gpt2-tiny", "clm", batch=4, seq=128, processes=2, fsdp=True)
+    single = memory.estimate("gpt2-tiny", "clm", batch=4, seq=128)
+    assert sharded["activation_bytes"] >= single["activation_bytes"]  # FSDP: the plain loss
+
+
 def test_recommend_puts_a_fitting_pretrained_model_with_the_right_strategy_first():
     pytest.importorskip("transformers")
     from ptcli.config.paths import resolve_model_dir
