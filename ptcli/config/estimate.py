@@ -76,6 +76,9 @@ def warnings_for(verb: str, cfg: dict) -> list[str]:
         return []
 
 
+CHUNK_LOGIT_BYTES = 128 * 2**20  # the chunked causal-LM loss's budget (models/memory.py, linear_ce.chunk_rows)
+
+
 def plan(verb: str, cfg: dict) -> list[str]:
     """Lines describing model size, batch shape and memory, for ``--dry-run``."""
     if "model" not in cfg:
@@ -104,6 +107,8 @@ def plan(verb: str, cfg: dict) -> list[str]:
         h, heads = sizes["hidden"], sizes.get("heads") or 1
         act_gb = 2 * sizes["layers"] * seq * micro * h * (34 + 5 * heads * seq / h) / 2**30
         logits_gb = 3 * micro * seq * sizes["vocab_size"] * 4 / 2**30
+        if (cfg.get("objective") or {}).get("chunked_loss") and (cfg.get("device") or {}).get("strategy") != "fsdp":
+            logits_gb = min(logits_gb, 2 * CHUNK_LOGIT_BYTES / 2**30)  # one chunk of logits and its gradient
         lines += [
             f"batch: {train['batch_size']} sequences x {seq} tokens = {train['batch_size'] * seq} tokens per step "
             f"({micro} per micro-batch, {train['grad_accum']} accumulation steps, {world_size()} process(es))",

@@ -157,3 +157,25 @@ def test_the_lora_estimate_matches_peft_and_the_dry_run_counts_only_its_state(ar
     assert any(line.startswith("LoRA r=4: about") for line in lines)
     gib = [float(line.split("about ")[1].split(" GiB")[0]) for line in (full, lora)]
     assert gib[1] < gib[0] / 3, "frozen weights carry no gradients or AdamW moments"
+
+
+def test_the_dry_run_counts_one_chunk_of_logits_for_the_chunked_causal_lm_loss():
+    from ptcli.config import estimate
+
+    sizes = {"arch": "gpt2", "hidden": 256, "layers": 2, "heads": 4, "intermediate": 1024, "vocab_size": 50_000,
+             "max_positions": 1024}
+    cfg = {"model": sizes, "train": {"batch_size": 4, "grad_accum": 1, "max_steps": 10}, "dataset": {"seq_len": 1024}}
+
+    def activations(**extra):
+        line = next(x for x in estimate.plan("pretrain", {**cfg, **extra}) if x.startswith("memory"))
+        return float(line.split(" GiB for weights, gradients and optimizer state + ")[1].split(" GiB")[0])
+
+    plain = activations(objective={"chunked_loss": False})
+    chunked = activations(objective={"chunked_loss": True})
+    full_logits = 3 * 4 * 1024 * 50_000 * 4 / 2**30
+    assert plain - chunked == pytest.approx(full_logits - 2 * estimate.CHUNK_LOGIT_BYTES / 2**30, abs=0.011)
+    assert activations(objective={"chunked_loss": True}, device={"strategy": "fsdp"}) == plain  # FSDP: full logits
+    assert activations() == plain  # objectives without the chunked loss (MLM, classification)
+    from ptcli.models.memory import CHUNK_LOGIT_BYTES
+
+    assert estimate.CHUNK_LOGIT_BYTES == CHUNK_LOGIT_BYTES
