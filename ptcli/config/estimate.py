@@ -76,7 +76,9 @@ def warnings_for(verb: str, cfg: dict) -> list[str]:
         return []
 
 
-CHUNK_LOGIT_BYTES = 128 * 2**20  # the chunked causal-LM loss's budget (models/memory.py, linear_ce.chunk_rows)
+# The most fp32 logits one chunk of the chunked causal-LM loss holds (linear_ce.chunk_rows), here at the bottom
+# of the layers so that the loss and both memory estimates (this one, models/memory.py) read the same number.
+CHUNK_LOGIT_BYTES = 128 * 2**20
 
 
 def plan(verb: str, cfg: dict) -> list[str]:

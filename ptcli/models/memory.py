@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from ptcli.config.estimate import CHUNK_LOGIT_BYTES
 from ptcli.errors import PtcliError
 
 # A task -> (the transformers auto class, the model families it applies to).
@@ -42,7 +43,6 @@ DEFAULT_TASK = {"encoder": "classification", "decoder": "clm", "encoder-decoder"
 LM_TASKS = {"clm", "sft", "mlm", "seq2seq"}
 CHUNKED_TASKS = {"clm", "sft"}  # causal_lm_loss: the chunked linear cross-entropy
 WRITTEN_OUT_GELUS = ("gelu_new", "gelu_fast", "gelu_accurate", "gelu_python_tanh")  # models/kernels.py fuses them
-CHUNK_LOGIT_BYTES = 128 * 2**20  # the most fp32 logits one chunk holds (linear_ce.chunk_rows' budget)
 # Shipped configs that name a Hub checkpoint: their family's default sizes are that checkpoint's (offline).
 HUB_DEFAULTS = {"bert-base-uncased": "bert", "gpt2": "gpt2"}
 AUDIO_SECONDS = 1.0  # the input length assumed for audio models

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import weakref
 
+from ptcli.config.estimate import CHUNK_LOGIT_BYTES
 from ptcli.objectives.base import LossOutput, summed_cross_entropy
 
 # Per model: its output layer where the chunked path may apply, else None (output_layer, looked up once).
@@ -86,7 +87,7 @@ def _agrees(hidden, head, logits) -> bool:
         return mine.shape == theirs.shape and (mine - theirs).abs().max().item() <= tolerance * scale
 
 
-def chunk_rows(rows: int, vocab: int, budget_bytes: int = 128 * 2**20) -> int:
+def chunk_rows(rows: int, vocab: int, budget_bytes: int = CHUNK_LOGIT_BYTES) -> int:
     """Rows per chunk: the largest power of two whose fp32 logits fit ``budget_bytes`` (128 MiB: 682 rows of
     SmolLM2's 49,152-token vocabulary -> 512), at least 16, at most ``rows``. Large enough that each chunk's
     matrix products run at full speed, small enough that the chunk is a rounding error beside the full logits."""

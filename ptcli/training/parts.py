@@ -245,4 +245,3 @@ def train_lengths(data, objective, global_batch: int, seed: int, info):
     info(f"train.group_by_length: the first epoch's steps pad to {grouped:,} tokens instead of {plain:,} "
          f"({grouped / max(plain, 1) - 1:+.0%}; their examples hold {real:,})")
     return lengths
-
